@@ -1,0 +1,48 @@
+"""Entry point: dispatches commands and holds the one error boundary.
+
+A SentiricError (a user mistake) becomes one line on stderr and exit code 2;
+SENTIRIC_DEBUG=1 shows the traceback instead. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from . import __version__
+from .errors import SentiricError
+from .plan_cmd import plan
+
+app = typer.Typer(
+    name="sentiric",
+    help="Run llama.cpp models on the hardware you have: plan memory, answer over long documents, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(no_args_is_help=False)(plan)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sentiric {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
+    """sentiric: exact memory plans, shifting-window answers, parallel serving (llama.cpp)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="sentiric")  # standalone: usage errors print and exit 2
+    except SentiricError as e:
+        if os.environ.get("SENTIRIC_DEBUG"):
+            raise
+        hint = f" (hint: {e.hint})" if e.hint else ""
+        print(f"sentiric: error: {e.message}{hint}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,227 @@
+"""llama.cpp's memory accounting as pure functions: weights, KV cache, compute buffer.
+
+Mirrors llama.cpp 0.3.36 (vendored in llama-cpp-python 0.3.36): src/llama-model.cpp (layer
+placement), src/llama-kv-cache*.cpp (cache sizes), src/llama-context.cpp (context padding).
+No I/O here: tested without a model, checked against the real library in tests/test_accuracy.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from .gguf_header import GGUFHeader
+from .modelinfo import ModelInfo, layer_of
+
+MiB = 1024 * 1024
+CTX_PAD = 256  # llama_context pads n_ctx (and n_ctx_seq) to 256; the SWA cache is padded to 256 too
+CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
+
+
+def pad(n: int, to: int = CTX_PAD) -> int:
+    return -(-n // to) * to
+
+
+def cache_type_fits(cache_type: str, head_len: int) -> bool:
+    """llama.cpp refuses a cache type whose block does not divide the head length (q8_0 needs 32 | head)."""
+    block, _ = GGML_QUANT_SIZES[GGMLQuantizationType[cache_type.upper()]]
+    return head_len % block == 0
+
+
+def row_bytes(cache_type: str, n: int) -> int:
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[cache_type.upper()]]
+    return n // block * size
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The inputs that change memory: one context holding `threads` sequences of `context` tokens."""
+
+    context: int = 4096  # tokens per thread (per sequence)
+    threads: int = 1  # n_seq_max: requests served at once, each with its own KV stream
+    gpu_layers: int = 0
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: bool = True
+    swa_full: bool = False
+    ubatch: int = 512
+    batch: int = 2048
+    kv_offload: bool = True
+    kv_unified: bool = False
+
+
+@dataclass(frozen=True)
+class Weights:
+    device_bytes: int
+    host_bytes: int
+    layers_on_device: int  # llama.cpp counts the output layer as one of n_layer + 1
+    output_on_device: bool
+    tied_output: bool
+    per_layer_bytes: int  # mean bytes of one repeating block
+
+
+def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int) -> Weights:
+    """Where each tensor lives for n_gpu_layers, as llama_model::load_tensors assigns it.
+
+    The last gpu_layers of the n_layer + 1 'layers' go to the GPU, and the output layer
+    (index n_layer) is the first to go: i_gpu_start = n_layer + 1 - n_gpu_layers.
+    token_embd always stays on the host; a tied output (no output.weight) is a second copy of
+    token_embd that goes with the output layer.
+    """
+    start = max(info.n_layer + 1 - gpu_layers, 0)
+    output_on_device = info.n_layer >= start
+    device = host = 0
+    blocks: dict[int, int] = {}
+    embd = 0
+    tied = not any(t.name == "output.weight" for t in header.tensors)
+    for t in header.tensors:
+        il = layer_of(t.name)
+        if il is not None:
+            blocks[il] = blocks.get(il, 0) + t.n_bytes
+            on_device = il >= start
+        elif t.name.startswith("token_embd."):
+            embd += t.n_bytes if t.name == "token_embd.weight" else 0
+            on_device = False
+        else:  # output, output_norm and other model-level tensors travel with the output layer
+            on_device = output_on_device
+        if on_device:
+            device += t.n_bytes
+        else:
+            host += t.n_bytes
+    if tied and output_on_device:
+        device += embd
+    per_layer = sum(blocks.values()) // max(len(blocks), 1)
+    return Weights(device, host, min(gpu_layers, info.n_layer + 1), output_on_device, tied, per_layer)
+
+
+@dataclass(frozen=True)
+class KVGroup:
+    """Layers that share one cache size: llama.cpp logs one line per group."""
+
+    kind: str  # "full", "sliding" or "recurrent"
+    n_layers: int
+    cells: int  # per stream
+    streams: int
+    k_bytes: int
+    v_bytes: int
+
+    @property
+    def bytes(self) -> int:
+        return self.k_bytes + self.v_bytes
+
+
+@dataclass(frozen=True)
+class KV:
+    n_ctx: int  # as llama.cpp pads it: n_ctx_seq * n_seq_max
+    n_ctx_seq: int
+    groups: tuple[KVGroup, ...]
+    device_bytes: int
+    host_bytes: int
+
+    @property
+    def bytes(self) -> int:
+        return self.device_bytes + self.host_bytes
+
+
+def context_sizes(shape: Shape) -> tuple[int, int, int]:
+    """(n_ctx, n_ctx_seq, n_stream) exactly as llama_context's constructor pads them."""
+    n_ctx = pad(shape.context * shape.threads)
+    if shape.kv_unified:
+        return n_ctx, n_ctx, 1
+    n_ctx_seq = pad(n_ctx // shape.threads)
+    return n_ctx_seq * shape.threads, n_ctx_seq, shape.threads
+
+
+def kv_cache(info: ModelInfo, shape: Shape) -> KV:
+    n_ctx, n_ctx_seq, n_stream = context_sizes(shape)
+    start = max(info.n_layer + 1 - shape.gpu_layers, 0)
+    device = host = 0
+    groups: list[KVGroup] = []
+    if info.recurrent:
+        # llama_memory_recurrent: one f32 conv + ssm state row per sequence, whatever the context
+        cells = max(1, shape.threads)
+        per_layer_r, per_layer_s = info.n_embd_r * 4 * cells, info.n_embd_s * 4 * cells
+        for il in range(info.n_layer):
+            if il >= start and shape.kv_offload:
+                device += per_layer_r + per_layer_s
+            else:
+                host += per_layer_r + per_layer_s
+        groups.append(KVGroup("recurrent", info.n_layer, cells, 1, per_layer_r * info.n_layer,
+                              per_layer_s * info.n_layer))
+        return KV(n_ctx, n_ctx_seq, tuple(groups), device, host)
+
+    swa_cells = n_ctx_seq
+    if info.has_swa and not shape.swa_full:
+        unified_seqs = shape.threads if shape.kv_unified else 1
+        swa_cells = pad(min(n_ctx_seq, info.n_swa * unified_seqs + shape.ubatch))
+    # without flash attention V is stored transposed and padded to the widest layer
+    v_max = max(info.head_v * h for h in info.n_head_kv)
+    acc: dict[str, list[int]] = {}
+    for il in range(info.n_layer):
+        if info.n_head_kv[il] == 0:
+            continue
+        kind = "sliding" if info.swa[il] else "full"
+        cells = swa_cells if info.swa[il] else n_ctx_seq
+        k = row_bytes(shape.cache_type_k, info.head_k * info.n_head_kv[il]) * cells * n_stream
+        v_width = info.head_v * info.n_head_kv[il] if shape.flash_attn else v_max
+        v = 0 if info.is_mla else row_bytes(shape.cache_type_v, v_width) * cells * n_stream
+        if il >= start and shape.kv_offload:
+            device += k + v
+        else:
+            host += k + v
+        g = acc.setdefault(kind, [0, cells, 0, 0])
+        g[0] += 1
+        g[2] += k
+        g[3] += v
+    for kind in ("full", "sliding"):
+        if kind in acc:
+            n, cells, k, v = acc[kind]
+            groups.append(KVGroup(kind, n, cells, n_stream, k, v))
+    return KV(n_ctx, n_ctx_seq, tuple(groups), device, host)
+
+
+@dataclass(frozen=True)
+class Compute:
+    bytes: int
+    stage: str  # which part of the graph sets the peak: "output", "attention" or "feed-forward"
+    n_tokens: int  # worst-case ubatch llama.cpp reserves for: min(n_ctx, n_ubatch)
+
+
+def compute_buffer(info: ModelInfo, shape: Shape, kv: KV) -> Compute:
+    """Peak of llama.cpp's graph allocator for the worst-case ubatch (sched_reserve).
+
+    Fitted to the allocator's measured peaks on llama.cpp 0.3.36 (tests/test_accuracy.py):
+    - output:    the f32 logits of every token plus the last hidden states,
+                 4*T*(n_vocab + 2*n_embd + 1);
+    - attention: without flash attention the f32 score matrix of the widest layer
+                 4*T*n_kv*n_head, plus Q/K/V and residual rows 4*T*(5*n_embd + 2*n_embd_gqa + 5);
+    - feed-forward: gate, up and their product 4*T*(3*n_ff + 4*n_embd + 7);
+    and, alive through every layer, one mask per cache kind: T*n_kv (f16 with flash
+    attention, f32 without).
+    """
+    t = min(kv.n_ctx, shape.ubatch)
+    # rows of n_embd alive next to the logits: mamba keeps one more, MLA's decompression ~5 more
+    hidden = 3 if info.recurrent else 7 if info.is_mla else 2
+    out = 4 * t * (info.n_vocab + hidden * info.n_embd + 1)
+    mask_elem = 2 if shape.flash_attn else 4
+    masks = sum(mask_elem * t * g.cells for g in kv.groups if g.kind != "recurrent")
+    if info.recurrent:
+        return _peak(t, out=out)
+    n_ff = max(info.n_ff, default=0)
+    if info.n_expert and info.n_expert_used:  # mul_mat_id rows: one per used expert per token
+        n_ff = max(n_ff, info.n_ff_exp * info.n_expert_used)
+    ff_rows = 4 if info.arch == "phi3" else 3  # phi3's fused gate+up output is 2*n_ff wide
+    ffn = masks + 4 * t * (ff_rows * n_ff + 4 * info.n_embd + 7)
+    attn = 0
+    if not shape.flash_attn:
+        widest = max((g.cells for g in kv.groups), default=0)
+        gqa = max(info.head_k * h for h in info.n_head_kv)
+        rows = 3 if info.arch == "phi3" else 5  # phi3's fused QKV keeps two fewer rows alive
+        attn = masks + 4 * t * (widest * max(info.n_head) + rows * info.n_embd + 2 * gqa + 5)
+    return _peak(t, out=out, attention=attn, ffn=ffn)
+
+
+def _peak(t: int, **stages: int) -> Compute:
+    name, value = max(stages.items(), key=lambda kv: kv[1])
+    return Compute(value, {"ffn": "feed-forward"}.get(name, "output" if name == "out" else name), t)

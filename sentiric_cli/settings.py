@@ -1,0 +1,166 @@
+"""Typed settings and profiles: built-in defaults < profile (YAML) < environment < command line.
+
+Every setting has one environment variable, named as in the service sentiric descends from:
+LLM_LLAMA_SERVICE_<KEY in upper case> (e.g. LLM_LLAMA_SERVICE_THREADS for `threads`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SentiricError
+
+ENV_PREFIX = "LLM_LLAMA_SERVICE_"
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"]
+QUANTIZED = {"q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"}
+
+
+class Settings(BaseModel):
+    """One profile. Field descriptions are the documentation (docs/settings.md is generated from them)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str | None = Field(None, description="Path to the .gguf model; empty = the bundled gemma 3 270M test model")
+    gpu_layers: int = Field(-1, ge=-1, le=100000,
+                            description="Layers offloaded to the GPU (n_gpu_layers); -1 = all, 0 = none")
+    threads: int = Field(1, ge=1, le=256,
+                         description="Requests served at once; each has its own KV cache of context_size tokens")
+    cpu_threads: int = Field(0, ge=0, le=1024, description="CPU threads for computation; 0 = all cores")
+    context_size: int = Field(4096, ge=16, le=4_194_304, description="Tokens of KV cache per thread (per request)")
+    batch_size: int = Field(2048, ge=1, le=1_048_576, description="Logical batch: tokens handed to one decode call")
+    ubatch_size: int = Field(512, ge=1, le=1_048_576,
+                             description="Physical batch: tokens computed at once (sizes the compute buffer)")
+    cache_type_k: CacheType = Field("f16", description="KV cache type for K")
+    cache_type_v: CacheType = Field("f16", description="KV cache type for V (quantized V needs flash_attn)")
+    flash_attn: bool = Field(True, description="Flash attention: smaller compute buffer, allows a quantized V cache")
+    swa_full: bool = Field(False, description="Full-size cache for sliding-window layers; needed to shift their context")
+    use_mmap: bool = Field(True, description="Map the model file instead of reading it into RAM")
+    kv_offload: bool = Field(True, description="Keep the KV cache of offloaded layers on the GPU")
+    n_keep: int = Field(-1, ge=-1, description="Tokens pinned at the head when the window shifts; -1 = the whole prompt head")
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="Sampling temperature; 0 = greedy, deterministic")
+    top_k: int = Field(40, ge=0, description="Top-k sampling; 0 = off")
+    top_p: float = Field(0.95, ge=0.0, le=1.0, description="Nucleus sampling")
+    min_p: float = Field(0.05, ge=0.0, le=1.0, description="Min-p sampling")
+    repeat_penalty: float = Field(1.0, ge=0.0, le=10.0, description="Repetition penalty; 1 = off")
+    seed: int = Field(-1, ge=-1, description="Sampling seed; -1 = random")
+    max_tokens: int = Field(256, ge=1, le=1_048_576, description="Most tokens generated per answer")
+    host: str = Field("127.0.0.1", description="Address the server binds to")
+    port: int = Field(8080, ge=0, le=65535, description="Port the server listens on; 0 = any free port")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.cache_type_v in QUANTIZED and not self.flash_attn:
+            raise ValueError(f"cache_type_v {self.cache_type_v} needs flash_attn: true "
+                             "(llama.cpp refuses a quantized V cache without flash attention)")
+        if self.ubatch_size > self.batch_size:
+            raise ValueError(f"ubatch_size {self.ubatch_size} is larger than batch_size {self.batch_size}")
+        return self
+
+
+FIELDS = tuple(Settings.model_fields)
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def _reason(err: ValidationError) -> tuple[str, str]:
+    e = err.errors()[0]
+    key = ".".join(str(x) for x in e["loc"]) or "profile"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    return key, msg
+
+
+def _check(values: dict[str, Any], where: str, name=None) -> dict[str, Any]:
+    """Validate one layer on its own so an error names the file or variable it came from.
+
+    `name(key)` names where one key came from (the environment: its variable)."""
+    try:
+        Settings.model_validate(values)
+    except ValidationError as err:
+        key, msg = _reason(err)
+        if key == "profile" or key not in values:  # a cross-field check
+            raise SentiricError(f"{where}: {msg}", "fix the values named above") from None
+        hint = f"known settings: {', '.join(FIELDS)}" if msg == "unknown setting" else "see docs/settings.md"
+        raise SentiricError(f"{name(key) if name else where}: {key}: {msg} (got {values[key]!r})", hint) from None
+    return values
+
+
+def read_profile(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not _safely(Path.is_file, p):
+        hint = f"profiles shipped: {', '.join(sorted(x.stem for x in profiles_dir().glob('*.yaml')))}"
+        raise SentiricError(f"profile {p}: no such file", hint)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SentiricError(f"profile {p}: not valid YAML{at}: {getattr(e, 'problem', e)}", "check the indentation") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SentiricError(f"profile {p}: cannot read ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SentiricError(f"profile {p}: expected a mapping of settings, got {type(data).__name__}",
+                            "write one `key: value` per line")
+    return _check(data, f"profile {p}")
+
+
+def _safely(test, p: Path) -> bool:
+    try:
+        return test(p)
+    except OSError:  # e.g. a name too long: reported as no such file
+        return False
+
+
+def read_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for key in FIELDS:
+        raw = environ.get(env_name(key))
+        if raw is None:
+            continue
+        values[key] = None if raw == "" and key == "model" else raw
+    # one layer: checked together, so cross-field rules see every variable (UBATCH_SIZE with BATCH_SIZE)
+    return _check(values, "environment", env_name)
+
+
+def profiles_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def resolve_profile(name_or_path: str) -> Path:
+    """A path, or the name of a shipped profile (`cpu-gemma3-270m`)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or _safely(Path.exists, p):
+        return p
+    return profiles_dir() / f"{name_or_path}.yaml"
+
+
+def load_settings(profile: str | None = None, overrides: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    merged: dict[str, Any] = {}
+    if profile:
+        merged.update(read_profile(resolve_profile(profile)))
+    merged.update(read_env(environ))
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    merged.update(_check(cli, "command line"))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as err:
+        _, msg = _reason(err)
+        raise SentiricError(f"settings: {msg}", "profile < environment < command line; fix the winning value") from None
+
+
+def to_yaml(settings: Settings, comment: str = "") -> str:
+    body = yaml.safe_dump(settings.model_dump(), sort_keys=False)
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    return head + body

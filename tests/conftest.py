@@ -1,0 +1,41 @@
+"""Shared fixtures: the real bundled model, synthetic models written once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # synth.py, seed_model.py
+
+from synth import write_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Path:
+    from sentiric_cli.bundled import bundled_model
+
+    return bundled_model()
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """synth(arch, **kw) -> path of a tiny model, written once per distinct request."""
+    root = tmp_path_factory.mktemp("synth")
+    cache: dict = {}
+
+    def make(arch: str, **kw) -> Path:
+        key = (arch, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = write_model(root / f"{arch}-{len(cache)}.gguf", arch, **kw)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def seed_gguf(tmp_path_factory) -> Path:
+    from seed_model import write_gemma3_4b_header
+
+    return write_gemma3_4b_header(tmp_path_factory.mktemp("seed") / "gemma-3-4b-it-Q4_K_M.gguf")
