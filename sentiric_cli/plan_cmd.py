@@ -52,7 +52,8 @@ def plan(
     settings = load_settings(profile, overrides)
     if ubatch is not None and settings.batch_size < ubatch:
         settings = settings.model_copy(update={"batch_size": ubatch})
-    pinned = {k for k, v in overrides.items() if v is not None and k != "model"}
+    # whatever a profile, the environment or a flag set is fixed; the planner chooses the rest
+    pinned = set(settings.model_fields_set) - {"model"}
     path = model_path(settings.model)
     header = read_header(path)
     info = model_info(header)

@@ -179,14 +179,22 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device, settings: Set
                 bd, _, _ = breakdown(header, info, device, shape)
                 if not _fits(bd):
                     continue
-                score = (_safe(bd), ctx * t, ctx)
+                score = (_safe(bd), shape.gpu_layers, ctx * t, ctx)  # full offload first
                 if best is None or score > best[0]:
                     best = (score, shape, bd)
+    if best is None and device.is_gpu and "gpu_layers" not in pinned:
+        # full offload fits nothing: the most layers that fit at the asked (or smallest) size
+        ctx = settings.context_size if "context_size" in pinned else min(contexts)
+        t = settings.threads if "threads" in pinned else 1
+        for knobs in knob_sets:
+            shape = _most_layers(header, info, device, replace(base, context=ctx, threads=t, **knobs))
+            bd, _, _ = breakdown(header, info, device, shape)
+            score = (_safe(bd), shape.gpu_layers, ctx * t, ctx)
+            if _fits(bd) and shape.gpu_layers > 0 and (best is None or score > best[0]):
+                best = (score, shape, bd)
     fits = best is not None
     if best is None:  # nothing fits: show the smallest thing asked for, so the user sees by how much
         shape = replace(base, context=min(contexts), threads=min(threads), **knob_sets[-1])
-        if device.is_gpu and "gpu_layers" not in pinned:
-            shape = replace(shape, gpu_layers=0)
         bd, _, _ = breakdown(header, info, device, shape)
     else:
         _, shape, bd = best
@@ -313,12 +321,15 @@ def _explain(header, info: ModelInfo, device: Device, shape: Shape, bd: Breakdow
                      + ("; MLA: K only" if info.is_mla else "")
                      + ("" if shape.flash_attn else "; V padded to the widest layer (no flash attention)")))
     rows += [
-        ("weights on device", _mib(bd.weights_device_bytes),
+        ("weights on device" if device.is_gpu else "weights", _mib(bd.weights_device_bytes),
          "sum of tensor sizes from the GGUF tensor infos (n_elements x type size / block size) for layers "
          f"{max(info.n_layer + 1 - shape.gpu_layers, 0)}..{info.n_layer} (output layer = {info.n_layer})"
-         if device.is_gpu else "all tensors (planning for host RAM)"),
-        ("weights on host", _mib(bd.weights_host_bytes),
-         "token_embd always stays on the host, with the layers not offloaded"),
+         if device.is_gpu else "all tensors, from the GGUF tensor infos (planning for host RAM)"),
+    ]
+    if device.is_gpu:
+        rows.append(("weights on host", _mib(bd.weights_host_bytes),
+                     "token_embd always stays on the host, with the layers not offloaded"))
+    rows += [
         ("compute buffer", _mib(bd.compute_bytes),
          f"peak of the worst-case graph at {min(n_ctx, shape.ubatch)} tokens; set by the {bd.compute_stage} stage"),
         ("runtime margin", _mib(bd.margin_bytes),

@@ -147,6 +147,7 @@ def resolve_profile(name_or_path: str) -> Path:
 
 def load_settings(profile: str | None = None, overrides: dict[str, Any] | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
+    """The merged settings; `model_fields_set` names what a profile, the environment or a flag set."""
     merged: dict[str, Any] = {}
     if profile:
         merged.update(read_profile(resolve_profile(profile)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import struct
 import tempfile
@@ -113,7 +114,7 @@ def test_bundled_model():
     assert len({t.name for t in h.tensors}) == 236
     # the tensors fill the data section exactly: sizes and offsets agree with the file
     ends = sorted((t.offset, t.offset + t.n_bytes) for t in h.tensors)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ends, ends[1:]))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(ends, ends[1:], strict=False))
     assert h.data_offset + h.data_bytes_needed == h.file_size == bundled_model().stat().st_size
     assert h.warnings == []
 
@@ -180,6 +181,7 @@ def test_header_only_file_warns(tmp_path, synth_llama):
 # ---------------------------------------------------------------- hostile and broken input
 
 
+PAD = b"\0" * 64  # bytes after the bad field, so the count checks pass and the field itself is refused
 HOSTILE = {
     "bad magic": (gguf_bytes(GOOD_KVS, magic=b"GGML"), "bad magic"),
     "short file": (b"GG", "bad magic"),
@@ -190,8 +192,10 @@ HOSTILE = {
     "absurd tensor count": (gguf_bytes(GOOD_KVS, n_tensors=2**60), "tensor count says 1152921504606846976"),
     "absurd kv count": (gguf_bytes(GOOD_KVS, n_kv=2**60), "metadata count says 1152921504606846976"),
     "max kv count": (gguf_bytes(GOOD_KVS, n_kv=2**64 - 1), "more than the file can hold"),
-    "absurd key length": (gguf_bytes([struct.pack("<Q", 2**60) + b"key"]), "key 0 at byte 24 runs past the end"),
-    "absurd string value": (gguf_bytes([kv("k", STRING, struct.pack("<Q", 2**62) + b"abc")]), "'k'"),
+    "absurd key length": (gguf_bytes([struct.pack("<Q", 2**60) + b"key"], tail=PAD),
+                          "key 0 at byte 32 runs past the end"),
+    "absurd string value": (gguf_bytes([kv("k", STRING, struct.pack("<Q", 2**62) + b"abc")], tail=PAD),
+                            "truncated GGUF header: k at byte 45 runs past the end"),
     "absurd array length": (gguf_bytes([kv_array("a", U32, [b"\0" * 4], length=2**60)]),
                             "length of 'a' says 1152921504606846976"),
     "absurd string array": (gguf_bytes([kv_array("a", STRING, [gstr("x")], length=2**40)]),
@@ -200,8 +204,9 @@ HOSTILE = {
     "unknown value type": (gguf_bytes([kv("k", 13, b"\0" * 8)]), "unknown value type 13 for 'k'"),
     "unknown value type huge": (gguf_bytes([kv("k", 2**32 - 1, b"\0" * 8)]), "unknown value type 4294967295"),
     "unknown array item type": (gguf_bytes([kv_array("a", 77, [b"\0" * 8])]), "unknown array type 77 in 'a'"),
-    "cut inside metadata": (gguf_bytes(GOOD_KVS, GOOD_TENSORS)[:60], "truncated GGUF header"),
-    "cut inside a value": (gguf_bytes([kv("k", U64, b"\1\2\3")]), "truncated GGUF header: 'k'"),
+    "cut before the counts fit": (gguf_bytes(GOOD_KVS, GOOD_TENSORS)[:60], "more than the file can hold"),
+    "cut inside metadata": (gguf_bytes(GOOD_KVS)[:124], "truncated GGUF header: llama.tags at byte"),
+    "cut inside a value": (gguf_bytes([kv("k", U64, b"\1\2\3")]), "truncated GGUF header: k at byte 37"),
     "cut inside tensor infos": (gguf_bytes(GOOD_KVS, GOOD_TENSORS)[:-5], "truncated GGUF header"),
     "tensor with 0 dims": (gguf_bytes(tensors=[tensor("t", (), n_dims=0)]), "'t' has 0 dimensions"),
     "tensor with 5 dims": (gguf_bytes(tensors=[tensor("t", (1, 1, 1, 1, 1))]), "'t' has 5 dimensions"),
@@ -256,18 +261,6 @@ def test_name_too_long(tmp_path):
         read_header(tmp_path / ("a" * 5000))
 
 
-def test_unreadable_file(tmp_path):
-    p = write(tmp_path, gguf_bytes(GOOD_KVS))
-    p.chmod(0)
-    try:
-        with open(p, "rb"):
-            pytest.skip("running as a user that reads mode-000 files (root)")
-    except PermissionError:
-        pass
-    with pytest.raises(SentiricError, match="cannot read"):
-        read_header(p)
-
-
 # ---------------------------------------------------------------- fuzzing
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
@@ -282,11 +275,14 @@ def fuzz_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def small_header(synth_llama) -> bytes:
-    """A real synthetic model cut to its header plus a little data (about 10 kB)."""
-    h = read_header(synth_llama)
-    return synth_llama.read_bytes()[: h.data_offset + 64]
+@functools.cache
+def small_header() -> bytes:
+    """A real synthetic model cut to its header plus a little data (about 15 kB).
+
+    A plain cached function, not a fixture, so a failing example does not print all of it."""
+    with tempfile.TemporaryDirectory() as d:
+        path = write_model(Path(d) / "llama.gguf", "llama", tensor_type="q8_0")
+        return path.read_bytes()[: read_header(path).data_offset + 64]
 
 
 def _read_bounded(path: Path) -> GGUFHeader | None:
@@ -326,24 +322,25 @@ def test_fuzz_random_bytes_after_magic(fuzz_dir, counts, body, raw):
 
 @FUZZ
 @given(data=st.data())
-def test_fuzz_flipped_and_truncated_real_header(fuzz_dir, small_header, data):
-    buf = bytearray(small_header)
+def test_fuzz_flipped_and_truncated_real_header(fuzz_dir, data):
+    buf = bytearray(small_header())
     flips = data.draw(st.lists(st.tuples(st.integers(0, len(buf) - 1), st.integers(0, 255)), max_size=8))
     for pos, value in flips:
         buf[pos] = value
     # set a whole 8-byte length or count somewhere to a large value now and then
-    if data.draw(st.booleans()):
+    overwrite = data.draw(st.booleans())
+    if overwrite:
         pos = data.draw(st.integers(0, len(buf) - 8))
         buf[pos : pos + 8] = struct.pack("<Q", data.draw(_u64))
     cut = data.draw(st.integers(0, len(buf)))
     p = fuzz_dir / "flipped.gguf"
     p.write_bytes(bytes(buf[: cut or len(buf)]))
     header = _read_bounded(p)
-    if not flips and cut in (0, len(buf)) and header is not None:
-        assert header.metadata["general.architecture"] == "llama"
+    if not flips and not overwrite and cut in (0, len(buf)):
+        assert header is not None and header.metadata["general.architecture"] == "llama"
 
 
-def test_fuzz_baseline_reads(small_header, tmp_path):
+def test_fuzz_baseline_reads(tmp_path):
     """Unmutated, the fuzzing seed is a valid header (so the fuzz mutates something that works)."""
-    h = _read_bounded(write(tmp_path, small_header))
+    h = _read_bounded(write(tmp_path, small_header()))
     assert h is not None and len(h.tensors) > 10 and "missing" in h.warnings[0]
