@@ -39,10 +39,22 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="sentiric")  # standalone: usage errors print and exit 2
+        code = app(args=argv, prog_name="sentiric", standalone_mode=False)
     except SentiricError as e:
         if os.environ.get("SENTIRIC_DEBUG"):
             raise
         hint = f" (hint: {e.hint})" if e.hint else ""
         print(f"sentiric: error: {e.message}{hint}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        # typer's usage errors (bad option values, unknown options): one line like ours, same exit code 2.
+        # Matched by shape, since typer keeps its click exceptions private.
+        if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+            raise
+        if os.environ.get("SENTIRIC_DEBUG"):
+            raise
+        message = e.format_message()
+        if message:  # empty when no arguments were given: the help has been printed already
+            print(f"sentiric: error: {message} (hint: see `sentiric --help`)", file=sys.stderr)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -47,11 +47,10 @@ def plan(
     overrides = {"model": model, "context_size": context, "threads": threads, "gpu_layers": gpu_layers,
                  "cache_type_k": cache_type, "cache_type_v": cache_type, "flash_attn": flash_attn,
                  "swa_full": swa_full, "ubatch_size": ubatch}
-    if ubatch is not None:
-        overrides["batch_size"] = None  # keep batch >= ubatch below
+    if ubatch is not None:  # a physical batch larger than the logical one lifts it, as llama.cpp needs
+        without = load_settings(profile, {**overrides, "ubatch_size": None})
+        overrides["batch_size"] = ubatch if without.batch_size < ubatch else None
     settings = load_settings(profile, overrides)
-    if ubatch is not None and settings.batch_size < ubatch:
-        settings = settings.model_copy(update={"batch_size": ubatch})
     # whatever a profile, the environment or a flag set is fixed; the planner chooses the rest
     pinned = set(settings.model_fields_set) - {"model"}
     path = model_path(settings.model)
@@ -78,14 +77,27 @@ def _write(target: Path, result: Plan, force: bool) -> None:
                f"{_gib(result.memory.need_bytes)} needed of {_gib(result.device.free_bytes)} free: "
                f"{result.memory.verdict}")
     text = to_yaml(result.recommendation, comment)
-    # write beside the target, then rename: an interrupted write never leaves half a profile
+    # write beside the target, then link (refuses an existing file atomically) or replace (--force):
+    # an interrupted write never leaves half a profile, and a file that appears meanwhile is kept
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=".sentiric-", suffix=".yaml")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, target)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a profile is an ordinary file
+        if force:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)
+    except FileExistsError:
+        raise SentiricError(f"{target} exists; not overwriting it", "pass --force, or choose another file") from None
     except OSError as e:
         raise SentiricError(f"cannot write {target}: {e.strerror or e}") from None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _mib(n: int) -> str:

@@ -274,3 +274,30 @@ def test_unknown_architecture_plans_with_a_warning(tmp_path):
     assert p["model"]["architecture"] == "foo" and p["model"]["known_architecture"] is False
     assert p["model"]["n_layer"] == 2 and p["model"]["n_vocab"] == 256
     assert any("'foo'" in w for w in p["warnings"])
+
+
+def test_usage_errors_are_one_line_too(bundled):
+    calls = {"low": (["plan", str(bundled), "--context", "5"], {}),
+             "unknown": (["plan", str(bundled), "--bogus"], {}),
+             "command": (["nosuch"], {})}
+    done = run_many(calls)
+    assert_user_error(done["low"], "--context")
+    assert_user_error(done["unknown"], "--bogus")
+    assert_user_error(done["command"], "nosuch")
+
+
+def test_ubatch_above_the_default_batch_lifts_the_batch(bundled):
+    r = run("plan", str(bundled), "--ubatch", "4096", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)["recommendation"]
+    assert rec["ubatch_size"] == 4096 and rec["batch_size"] == 4096
+    # the compute buffer is sized by the 4096-token ubatch: the logits alone are 4096 x 262144 x 4 bytes
+    assert json.loads(r.stdout)["memory"]["compute_bytes"] >= 4096 * 262144 * 4
+
+
+def test_written_profile_is_an_ordinary_readable_file(bundled, tmp_path):
+    target = tmp_path / "p.yaml"
+    r = run("plan", str(bundled), "--write-profile", str(target))
+    assert r.returncode == 0, r.stderr
+    assert target.stat().st_mode & 0o044  # not mkstemp's 0600
+    assert not list(tmp_path.glob(".sentiric-*"))  # no temporary file left behind
