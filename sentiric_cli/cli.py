@@ -14,6 +14,7 @@ import typer
 from . import __version__
 from .errors import SentiricError
 from .plan_cmd import plan
+from .run_cmd import run
 
 app = typer.Typer(
     name="sentiric",
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(no_args_is_help=False)(plan)
+app.command()(run)
 
 
 def _version(value: bool) -> None:

@@ -42,6 +42,8 @@ class Settings(BaseModel):
     use_mmap: bool = Field(True, description="Map the model file instead of reading it into RAM")
     kv_offload: bool = Field(True, description="Keep the KV cache of offloaded layers on the GPU")
     n_keep: int = Field(-1, ge=-1, description="Tokens pinned at the head when the window shifts; -1 = the whole prompt head")
+    shift_discard: float = Field(0.25, gt=0.0, le=1.0,
+                                 description="Share of the unpinned window evicted per shift (more = fewer shifts, less context)")
     temperature: float = Field(0.0, ge=0.0, le=10.0, description="Sampling temperature; 0 = greedy, deterministic")
     top_k: int = Field(40, ge=0, description="Top-k sampling; 0 = off")
     top_p: float = Field(0.95, ge=0.0, le=1.0, description="Nucleus sampling")

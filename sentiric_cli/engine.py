@@ -1,0 +1,331 @@
+"""The shifting-window engine: one model, one context, `threads` sequences. Yields data, never prints.
+
+A sequence streams its prompt (pinned head, document, tail) through its KV window in chunks. When
+the next chunk does not fit, the oldest unpinned tokens are evicted with llama_memory_seq_rm and
+the rest shifted down with llama_memory_seq_add (RoPE makes this exact: attention depends only on
+relative positions). Where the memory cannot shift (sliding-window caches without swa_full,
+M-RoPE, recurrent state) the window is recomputed instead: the sequence is cleared and the kept
+head plus the newest tokens are prefilled again. Generation past the window end shifts the same way.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_cpp import llama_cpp as C
+
+from . import shift
+from .errors import SentiricError
+from .gguf_header import read_header
+from .llama import Batch, Context, Model
+from .modelinfo import model_info
+from .settings import Settings
+
+HEAD, TAIL, GENERATED = -1, -2, -3  # sources of tokens that are not part of the document
+
+
+@dataclass
+class Request:
+    head: list[int]  # pinned: BOS, instruction, question
+    body: list[int] = field(default_factory=list)  # the document, streamed through the window
+    tail: list[int] = field(default_factory=list)  # question again + answer cue
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int = -1
+    n_keep: int = -1  # pinned tokens from the start; -1 = the whole head
+    shift_discard: float = shift.DEFAULT_DISCARD
+
+    @classmethod
+    def from_settings(cls, s: Settings, head: list[int], body: list[int] = (), tail: list[int] = (), **kw) -> Request:
+        values = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                      repeat_penalty=s.repeat_penalty, seed=s.seed, n_keep=s.n_keep, shift_discard=s.shift_discard)
+        values.update(kw)
+        return cls(list(head), list(body), list(tail), **values)
+
+
+@dataclass
+class Piece:
+    text: str
+
+
+@dataclass
+class Progress:
+    prefilled: int  # prompt tokens read so far (re-reads by the recompute path not counted)
+    total: int
+    shifts: int
+    tokens_per_s: float
+
+
+@dataclass
+class Record:
+    prompt_tokens: int
+    head_tokens: int
+    document_tokens: int
+    n_keep: int
+    context_size: int  # cells in this sequence's window
+    generated_tokens: int
+    finish_reason: str  # "stop", "length" or "interrupted"
+    path: str  # "none" (it fit), "shift" or "recompute"
+    shifts: int
+    evicted_tokens: int
+    evicted_spans: list[tuple[int, int]]  # document token positions [start, end) no longer in the window
+    kept_spans: list[tuple[int, int]]  # document token positions still in the window at the end
+    recomputed_tokens: int
+    max_fill: int  # the window's largest fill, in cells
+    prefill_seconds: float
+    prefill_tokens_per_s: float
+    generation_tokens_per_s: float
+    text: str = ""
+
+
+def _sampler(req: Request, n_vocab: int):
+    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+    if req.repeat_penalty != 1.0:
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(n_vocab, 64, req.repeat_penalty, 0.0, 0.0))
+    if req.temperature <= 0:
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+        return chain
+    if req.top_k > 0:
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_k(req.top_k))
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(req.top_p, 1))
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_min_p(req.min_p, 1))
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(req.temperature))
+    seed = req.seed if req.seed >= 0 else C.LLAMA_DEFAULT_SEED
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed))
+    return chain
+
+
+class Sequence:
+    """One request's life in one KV stream: prefill in chunks, shift or recompute, generate."""
+
+    def __init__(self, engine: Engine, seq_id: int, req: Request) -> None:
+        self.e, self.id, self.req = engine, seq_id, req
+        self.capacity = engine.ctx.n_ctx_seq
+        prompt = [(t, HEAD) for t in req.head] + [(t, i) for i, t in enumerate(req.body)] + [(t, TAIL) for t in req.tail]
+        self.n_keep = len(req.head) if req.n_keep < 0 else min(req.n_keep, len(prompt))
+        if self.n_keep >= self.capacity - 1:
+            raise SentiricError(f"the pinned head ({self.n_keep} tokens) leaves no room in a {self.capacity}-token window",
+                                "shorten the instruction/question, raise context_size, or lower n_keep")
+        self.pending: deque[tuple[int, int]] = deque(prompt)
+        self.prompt_total = len(prompt)
+        self.chunk = shift.chunk_size(self.capacity, self.n_keep, engine.ctx.n_batch, len(prompt) + req.max_tokens)
+        self.toks: list[int] = []
+        self.srcs: list[int] = []
+        self.sampler = _sampler(req, engine.model.n_vocab)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text, self.sent = "", 0
+        self.events: list = []
+        self.done = False
+        self.logit_index: int | None = None
+        self.prefilled = self.generated = self.shifts = self.recomputed = self.max_fill = 0
+        self.path = "none"
+        self.evicted: list[tuple[int, int]] = []
+        self.evicted_count = 0
+        self.t0 = time.perf_counter()
+        self.t_prefill: float | None = None
+        self.finish_reason = ""
+
+    @property
+    def n_past(self) -> int:
+        return len(self.toks)
+
+    @property
+    def generating(self) -> bool:
+        return self.t_prefill is not None
+
+    def wants(self, budget: int) -> int:
+        return 0 if self.done else min(len(self.pending), self.chunk, budget)
+
+    def make_room(self, n: int) -> None:
+        """Evict after the pinned head so n more tokens fit: shift in place, or clear and re-read."""
+        fraction = self.req.shift_discard if self.e.shiftable else max(self.req.shift_discard, shift.RECOMPUTE_DISCARD)
+        d = shift.discard(self.n_past, n, self.capacity, self.n_keep, fraction)
+        if not d:
+            return
+        k = self.n_keep
+        gone = self.srcs[k:k + d]
+        self.evicted = shift.merge(self.evicted, shift.spans(gone))
+        self.evicted_count += sum(1 for s in gone if s >= 0)
+        self.shifts += 1
+        ctx = self.e.ctx
+        if self.e.shiftable:
+            if not ctx.seq_rm(self.id, k, k + d):
+                raise RuntimeError("llama.cpp refused to remove part of the sequence")
+            ctx.seq_add(self.id, k + d, self.n_past, -d)
+            del self.toks[k:k + d]
+            del self.srcs[k:k + d]
+            self.path = "shift"
+            return
+        kept = list(zip(self.toks[:k] + self.toks[k + d:], self.srcs[:k] + self.srcs[k + d:], strict=True))
+        ctx.seq_rm(self.id, -1, -1)
+        self.toks, self.srcs = [], []
+        self.pending.extendleft(reversed(kept))
+        self.recomputed += len(kept)
+        self.path = "recompute"
+
+    def fill(self, batch: Batch, n: int) -> None:
+        self.logit_index = None
+        for k in range(n):
+            tok, src = self.pending.popleft()
+            last = k == n - 1 and not self.pending
+            i = batch.add(tok, self.n_past, self.id, last)
+            self.toks.append(tok)
+            self.srcs.append(src)
+            if last:
+                self.logit_index = i
+        if not self.generating:
+            self.prefilled = min(self.prompt_total, self.prefilled + n)
+        self.max_fill = max(self.max_fill, self.n_past)
+
+    def after_decode(self) -> None:
+        if self.logit_index is None:
+            elapsed = time.perf_counter() - self.t0
+            done = min(self.prefilled, self.prompt_total)
+            self.events.append(Progress(done, self.prompt_total, self.shifts, done / elapsed if elapsed else 0.0))
+            return
+        tok = C.llama_sampler_sample(self.sampler, self.e.ctx.handle, self.logit_index)
+        if self.t_prefill is None:
+            self.t_prefill = time.perf_counter()
+            self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
+                                        self.prompt_total / max(self.t_prefill - self.t0, 1e-9)))
+        if self.e.model.is_eog(tok):
+            return self.finish("stop")
+        self.generated += 1
+        self.text += self.decoder.decode(self.e.model.piece(tok))
+        if self._emit():
+            return self.finish("stop")
+        if self.generated >= self.req.max_tokens:
+            return self.finish("length")
+        self.pending.append((tok, GENERATED))
+
+    def _emit(self) -> bool:
+        """Send new text, holding back what could be the start of a stop string. True when one matched."""
+        for s in self.req.stop:
+            hit = self.text.find(s, max(self.sent - len(s), 0))
+            if hit >= 0:
+                self.text = self.text[:hit]
+                self._send(len(self.text))
+                return True
+        hold = max((len(s) - 1 for s in self.req.stop), default=0)
+        self._send(len(self.text) - hold)
+        return False
+
+    def _send(self, upto: int) -> None:
+        if upto > self.sent:
+            self.events.append(Piece(self.text[self.sent:upto]))
+            self.sent = upto
+
+    def finish(self, reason: str) -> None:
+        if self.done:
+            return
+        self.text += self.decoder.decode(b"", final=True)
+        self._send(len(self.text))
+        self.done, self.finish_reason = True, reason
+        self.e.ctx.seq_rm(self.id, -1, -1)
+        self.events.append(self.record())
+
+    def record(self) -> Record:
+        now = time.perf_counter()
+        t_pre = (self.t_prefill or now) - self.t0
+        t_gen = now - (self.t_prefill or now)
+        return Record(
+            prompt_tokens=self.prompt_total, head_tokens=len(self.req.head), document_tokens=len(self.req.body),
+            n_keep=self.n_keep, context_size=self.capacity, generated_tokens=self.generated,
+            finish_reason=self.finish_reason, path=self.path, shifts=self.shifts, evicted_tokens=self.evicted_count,
+            evicted_spans=list(self.evicted), kept_spans=shift.spans(self.srcs), recomputed_tokens=self.recomputed,
+            max_fill=self.max_fill, prefill_seconds=t_pre, prefill_tokens_per_s=self.prompt_total / t_pre if t_pre else 0.0,
+            generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text)
+
+    def close(self) -> None:
+        if self.sampler:
+            C.llama_sampler_free(self.sampler)
+            self.sampler = None
+
+
+class Engine:
+    def __init__(self, settings: Settings, path: Path) -> None:
+        self.info = model_info(read_header(path))
+        self.settings = settings
+        self.model = Model(path, settings)
+        try:
+            self.ctx = Context(self.model, settings)
+        except BaseException:
+            self.model.close()
+            raise
+        # llama.cpp reports recurrent memory as shiftable, but removing a middle range does not undo a state
+        self.shiftable = self.ctx.can_shift and self.info.can_shift_arch
+        self.batch = Batch(max(self.ctx.n_batch, settings.threads))
+
+    def close(self) -> None:
+        self.batch.close()
+        self.ctx.close()
+        self.model.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def step(self, seqs: list[Sequence]) -> None:
+        """One llama_decode for every active sequence: one token per generating one, prompt chunks for the rest."""
+        self.batch.clear()
+        budget = self.ctx.n_batch
+        active = []
+        for s in sorted(seqs, key=lambda s: not s.generating):  # generating sequences first: latency
+            n = s.wants(budget)
+            if not n:
+                continue
+            s.make_room(n)
+            n = s.wants(budget)  # recompute may have queued the kept tokens in front
+            s.fill(self.batch, n)
+            budget -= n
+            active.append(s)
+            if budget <= 0:
+                break
+        if active:
+            self.ctx.decode(self.batch)
+        for s in active:
+            s.after_decode()
+
+    def stream_many(self, requests: list[Request]) -> Iterator[tuple[int, Piece | Progress | Record]]:
+        """Run requests together in this context (at most `threads` at once), yielding (request index, event)."""
+        if len(requests) > self.ctx.n_seq_max:
+            raise SentiricError(f"{len(requests)} requests for {self.ctx.n_seq_max} sequence slots",
+                                "raise threads, or run them in turns")
+        seqs = [Sequence(self, i, r) for i, r in enumerate(requests)]
+        try:
+            while not all(s.done for s in seqs):
+                try:
+                    self.step([s for s in seqs if not s.done])
+                except KeyboardInterrupt:
+                    for s in seqs:
+                        s.finish("interrupted")
+                for i, s in enumerate(seqs):
+                    while s.events:
+                        try:
+                            yield i, s.events.pop(0)
+                        except GeneratorExit:
+                            raise
+                        except KeyboardInterrupt:  # thrown in by a consumer interrupted while printing
+                            for t in seqs:
+                                t.finish("interrupted")
+        finally:
+            for s in seqs:
+                if not s.done:
+                    s.finish("interrupted")
+                s.close()
+
+    def stream(self, request: Request) -> Iterator[Piece | Progress | Record]:
+        for _, event in self.stream_many([request]):
+            yield event

@@ -1,0 +1,202 @@
+"""A thin layer over llama.cpp's C API (llama-cpp-python's ctypes bindings): model, context, batch.
+
+One model, one context holding `threads` sequences (n_seq_max = threads, one KV stream each).
+No policy here: the engine decides what to decode, keep and evict.
+llama.cpp's log is dropped unless verbose; the last lines are kept to explain a failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from llama_cpp import llama_cpp as C
+
+from .errors import SentiricError
+from .settings import Settings
+
+_TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
+          "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
+_log_state = {"verbose": False, "tail": deque(maxlen=20)}
+
+
+@C.llama_log_callback
+def _log(level, text, user):  # noqa: ARG001 - ctypes callback signature
+    line = text.decode("utf-8", errors="replace")
+    _log_state["tail"].append(line)
+    if _log_state["verbose"]:
+        sys.stderr.write(line)
+
+
+C.llama_log_set(_log, ctypes.c_void_p(0))
+C.llama_backend_init()
+
+
+def set_verbose(verbose: bool) -> None:
+    _log_state["verbose"] = verbose
+
+
+def _last_log() -> str:
+    lines = [x.strip() for x in _log_state["tail"] if x.strip()]
+    return lines[-1] if lines else "no message from llama.cpp"
+
+
+class Model:
+    def __init__(self, path: Path, settings: Settings) -> None:
+        mp = C.llama_model_default_params()
+        mp.n_gpu_layers = 10**6 if settings.gpu_layers < 0 else settings.gpu_layers
+        mp.use_mmap = settings.use_mmap
+        self.path = path
+        self.handle = C.llama_model_load_from_file(str(path).encode(), mp)
+        if not self.handle:
+            raise SentiricError(f"{path}: llama.cpp could not load the model ({_last_log()})",
+                                "check the file with `sentiric plan`; --verbose shows llama.cpp's log")
+        self.vocab = C.llama_model_get_vocab(self.handle)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        self.bos = C.llama_vocab_bos(self.vocab)
+        self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        raw = text.encode("utf-8")
+        cap = len(raw) + 8
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(self.vocab, raw, len(raw), buf, cap, add_special, parse_special)
+        if n < 0:  # buffer too small: llama.cpp says how many it needs
+            cap = -n
+            buf = (C.llama_token * cap)()
+            n = C.llama_tokenize(self.vocab, raw, len(raw), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def chat_template(self) -> str | None:
+        t = C.llama_model_chat_template(self.handle, None)
+        return t.decode("utf-8", errors="replace") if t else None
+
+    def apply_template(self, template: str, messages: list[tuple[str, str]]) -> str:
+        arr = (C.llama_chat_message * len(messages))()
+        keep = []
+        for i, (role, content) in enumerate(messages):
+            r, c = role.encode(), content.encode()
+            keep += [r, c]
+            arr[i].role, arr[i].content = r, c
+        tmpl = template.encode()
+        size = sum(len(c) for c in keep) * 2 + 1024
+        buf = ctypes.create_string_buffer(size)
+        n = C.llama_chat_apply_template(tmpl, arr, len(messages), True, buf, size)
+        if n > size:
+            buf = ctypes.create_string_buffer(n)
+            n = C.llama_chat_apply_template(tmpl, arr, len(messages), True, buf, n)
+        if n < 0:
+            raise SentiricError("the model's chat template is not one llama.cpp can apply", "use --raw")
+        return buf.raw[:n].decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self.handle:
+            C.llama_model_free(self.handle)
+            self.handle = None
+
+
+class Context:
+    """One llama.cpp context: `threads` sequences of `context_size` cells each, non-unified KV."""
+
+    def __init__(self, model: Model, settings: Settings) -> None:
+        cp = C.llama_context_default_params()
+        cp.n_ctx = settings.context_size * settings.threads
+        cp.n_seq_max = settings.threads
+        cp.n_batch = settings.batch_size
+        cp.n_ubatch = settings.ubatch_size
+        cp.kv_unified = False
+        cp.flash_attn_type = 1 if settings.flash_attn else 0
+        cp.swa_full = settings.swa_full
+        cp.type_k = _TYPES[settings.cache_type_k]
+        cp.type_v = _TYPES[settings.cache_type_v]
+        cp.offload_kqv = settings.kv_offload
+        cores = settings.cpu_threads or os.cpu_count() or 1
+        cp.n_threads = cp.n_threads_batch = cores
+        cp.no_perf = True
+        self.model = model
+        self.handle = C.llama_init_from_model(model.handle, cp)
+        if not self.handle:
+            raise SentiricError(f"llama.cpp could not create the context ({_last_log()})",
+                                "check the settings with `sentiric plan`")
+        self.mem = C.llama_get_memory(self.handle)
+        self.n_ctx_seq = C.llama_n_ctx_seq(self.handle)
+        self.n_seq_max = settings.threads
+        self.n_batch = C.llama_n_batch(self.handle)
+
+    @property
+    def can_shift(self) -> bool:
+        return bool(C.llama_memory_can_shift(self.mem))
+
+    def decode(self, batch: Batch) -> None:
+        rc = C.llama_decode(self.handle, batch.raw)
+        if rc != 0:
+            what = {1: "no KV slot free", 2: "aborted"}.get(rc, f"error {rc}")
+            raise RuntimeError(f"llama_decode failed: {what} ({_last_log()})")
+
+    def logits(self, i: int) -> np.ndarray:
+        ptr = C.llama_get_logits_ith(self.handle, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
+
+    def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
+        return bool(C.llama_memory_seq_rm(self.mem, seq, p0, p1))
+
+    def seq_add(self, seq: int, p0: int, p1: int, delta: int) -> None:
+        C.llama_memory_seq_add(self.mem, seq, p0, p1, delta)
+
+    def seq_pos_max(self, seq: int) -> int:
+        return C.llama_memory_seq_pos_max(self.mem, seq)
+
+    def seq_pos_min(self, seq: int) -> int:
+        return C.llama_memory_seq_pos_min(self.mem, seq)
+
+    def close(self) -> None:
+        if self.handle:
+            C.llama_free(self.handle)
+            self.handle = None
+
+
+class Batch:
+    """A reusable llama_batch: tokens of several sequences decoded in one call."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.raw = C.llama_batch_init(capacity, 0, 1)
+        self.raw.n_tokens = 0
+
+    def __len__(self) -> int:
+        return self.raw.n_tokens
+
+    def clear(self) -> None:
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq: int, logits: bool) -> int:
+        i = self.raw.n_tokens
+        if i >= self.capacity:
+            raise RuntimeError("batch full")
+        self.raw.token[i] = token
+        self.raw.pos[i] = pos
+        self.raw.n_seq_id[i] = 1
+        self.raw.seq_id[i][0] = seq
+        self.raw.logits[i] = logits
+        self.raw.n_tokens = i + 1
+        return i
+
+    def close(self) -> None:
+        if self.raw is not None:
+            C.llama_batch_free(self.raw)
+            self.raw = None
