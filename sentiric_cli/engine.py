@@ -44,6 +44,7 @@ class Request:
     seed: int = -1
     n_keep: int = -1  # pinned tokens from the start; -1 = the whole head
     shift_discard: float = shift.DEFAULT_DISCARD
+    trace: bool = False  # keep the logits each token was sampled from (tests compare runs with them)
 
     @classmethod
     def from_settings(cls, s: Settings, head: list[int], body: list[int] = (), tail: list[int] = (), **kw) -> Request:
@@ -86,6 +87,8 @@ class Record:
     prefill_tokens_per_s: float
     generation_tokens_per_s: float
     text: str = ""
+    tokens: list[int] = field(default_factory=list)  # generated token ids
+    logits: list = field(default_factory=list)  # with Request.trace: the logits behind each sampled token
 
 
 def _sampler(req: Request, n_vocab: int):
@@ -134,6 +137,8 @@ class Sequence:
         self.t0 = time.perf_counter()
         self.t_prefill: float | None = None
         self.finish_reason = ""
+        self.tokens: list[int] = []
+        self.trace: list = []
 
     @property
     def n_past(self) -> int:
@@ -193,7 +198,10 @@ class Sequence:
             done = min(self.prefilled, self.prompt_total)
             self.events.append(Progress(done, self.prompt_total, self.shifts, done / elapsed if elapsed else 0.0))
             return
+        if self.req.trace:
+            self.trace.append(self.e.ctx.logits(self.logit_index))
         tok = C.llama_sampler_sample(self.sampler, self.e.ctx.handle, self.logit_index)
+        self.tokens.append(tok)
         if self.t_prefill is None:
             self.t_prefill = time.perf_counter()
             self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
@@ -244,7 +252,8 @@ class Sequence:
             finish_reason=self.finish_reason, path=self.path, shifts=self.shifts, evicted_tokens=self.evicted_count,
             evicted_spans=list(self.evicted), kept_spans=shift.spans(self.srcs), recomputed_tokens=self.recomputed,
             max_fill=self.max_fill, prefill_seconds=t_pre, prefill_tokens_per_s=self.prompt_total / t_pre if t_pre else 0.0,
-            generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text)
+            generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text,
+            tokens=list(self.tokens), logits=self.trace)
 
     def close(self) -> None:
         if self.sampler:

@@ -131,7 +131,8 @@ def _drain(events):
 
 def _record_dict(r: Record, offsets: list[int] | None) -> dict:
     d = asdict(r)
-    d.pop("text")
+    for key in ("text", "tokens", "logits"):
+        d.pop(key)
     if offsets:
         d["evicted_byte_spans"] = [(offsets[s], offsets[e]) for s, e in r.evicted_spans]
         d["kept_byte_spans"] = [(offsets[s], offsets[e]) for s, e in r.kept_spans]

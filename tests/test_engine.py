@@ -1,0 +1,210 @@
+"""The shifting-window engine against the real llama.cpp: parity, exact shifts, bounded memory, pass keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sentiric_cli.engine import Engine, Piece, Record, Request
+from sentiric_cli.llama import Batch, Context, Model
+from sentiric_cli.settings import Settings
+
+TEXT = "In the beginning the river ran north past the old mill, and the miller's daughter counted the boats. "
+FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 400)
+KEY = "71432"
+
+
+def answer(engine: Engine, request: Request) -> tuple[str, Record]:
+    text, record = "", None
+    for ev in engine.stream(request):
+        if isinstance(ev, Piece):
+            text += ev.text
+        elif isinstance(ev, Record):
+            record = ev
+    assert record is not None and record.text == text
+    return text, record
+
+
+# --------------------------------------------------------------------------- parity with llama-cpp-python
+
+@pytest.mark.parametrize("which", ["bundled", "llama"])
+def test_prompt_that_fits_gives_llama_cpp_python_greedy_tokens(which, bundled, synth):
+    from llama_cpp import Llama
+
+    path = bundled if which == "bundled" else synth("llama", n_vocab=1024, n_embd=256, n_head=8, n_head_kv=2, n_ff=768)
+    # llama-cpp-python's Llama() defaults: n_ctx 512, n_batch = n_ubatch = 512, no flash attention, swa_full
+    settings = Settings(context_size=512, batch_size=512, ubatch_size=512, flash_attn=False, swa_full=True, cpu_threads=1)
+    llm = Llama(model_path=str(path), n_ctx=512, n_batch=512, n_ubatch=512, n_threads=1, n_threads_batch=1,
+                flash_attn=False, verbose=False)
+    prompt = llm.tokenize((TEXT * 2).encode(), add_bos=True, special=False)
+    theirs = []
+    for tok in llm.generate(prompt, temp=0.0, repeat_penalty=1.0):
+        if llm.token_eos() == tok or len(theirs) == 24:
+            break
+        theirs.append(tok)
+    expected = llm.detokenize(theirs).decode("utf-8", errors="replace")
+    llm.close()
+    with Engine(settings, path) as engine:
+        text, record = answer(engine, Request(head=prompt[:1], body=prompt[1:], max_tokens=24))
+    assert record.path == "none" and record.shifts == 0
+    assert len(theirs) > 0
+    assert text == expected
+
+
+# --------------------------------------------------------------------------- shifts are exact
+
+def _last_logits(ctx: Context, batch: Batch, toks: list[int], chunk: int, start: int = 0, delta: int = 0) -> np.ndarray:
+    """Prefill toks[:-1] from position `start` in `chunk`-token batches, shift by `delta`, decode the last token."""
+    ctx.seq_rm(0, -1, -1)
+    body, pos = toks[:-1], start
+    for i in range(0, len(body), chunk):
+        batch.clear()
+        for t in body[i:i + chunk]:
+            batch.add(t, pos, 0, False)
+            pos += 1
+        ctx.decode(batch)
+    if delta:
+        ctx.seq_add(0, start, -1, delta)
+        pos += delta
+    batch.clear()
+    batch.add(toks[-1], pos, 0, True)
+    ctx.decode(batch)
+    return ctx.logits(0)
+
+
+@pytest.mark.parametrize("which", ["bundled", "llama"])
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_shift_gives_the_unshifted_logits_within_llama_cpp_noise(which, flash_attn, bundled, synth):
+    path = bundled if which == "bundled" else synth("llama", n_vocab=1024, n_embd=256, n_head=8, n_head_kv=2, n_ff=768)
+    s = Settings(context_size=2048, swa_full=True, flash_attn=flash_attn, batch_size=512, ubatch_size=512)
+    model = Model(path, s)
+    ctx, batch = Context(model, s), Batch(512)
+    try:
+        toks = ([model.bos] + model.tokenize(TEXT * 4))[:200]
+        n = len(toks) - 1
+        ref = _last_logits(ctx, batch, toks, n)
+        # llama.cpp's own noise: the same prompt in other batch splits, and at another absolute position
+        noise = max(float(np.abs(ref - _last_logits(ctx, batch, toks, c)).max()) for c in (64, 7, 1))
+        noise = max(noise, float(np.abs(ref - _last_logits(ctx, batch, toks, n, start=1000)).max()))
+        up = _last_logits(ctx, batch, toks, n, start=0, delta=1000)  # prefilled at 0.., shifted up
+        down = _last_logits(ctx, batch, toks, n, start=5000, delta=-5000)  # prefilled high, shifted down
+    finally:
+        batch.close()
+        ctx.close()
+        model.close()
+    for shifted in (up, down):
+        assert int(shifted.argmax()) == int(ref.argmax())
+        # the documented bound: llama.cpp's own noise (x1.25 for other CPUs' kernels), measured above
+        assert float(np.abs(shifted - ref).max()) <= 1.25 * noise + 1e-3, (float(np.abs(shifted - ref).max()), noise)
+
+
+def test_recompute_fallback_reads_like_a_fresh_prefill(bundled):
+    """Sliding-window cache without swa_full cannot shift: the engine recomputes, with the same result.
+
+    The window must exceed the sliding window (512) + ubatch, or the SWA cache is full-size anyway."""
+    s = Settings(context_size=1024, swa_full=False, batch_size=256, ubatch_size=256, max_tokens=6)
+    with Engine(s, bundled) as engine:
+        assert not engine.shiftable
+        m = engine.model
+        head = [m.bos] + m.tokenize("Read the text and continue it.\n\n")
+        body = m.tokenize(FILLER[:9000])
+        tail = m.tokenize("\n\nThe last sentence above was:")
+        text, record = answer(engine, Request(head=head, body=body, tail=tail, max_tokens=6))
+        assert record.path == "recompute" and record.recomputed_tokens > 0 and record.shifts > 0
+        # the window it ended with, prefilled fresh in one go, must answer the same
+        (start, end), = record.kept_spans
+        fresh, fresh_record = answer(engine, Request(head=head, body=body[start:end], tail=tail, max_tokens=6))
+    assert fresh_record.path == "none"
+    assert text == fresh
+
+
+# --------------------------------------------------------------------------- long documents, bounded memory
+
+def test_document_ten_times_the_context_completes_within_the_window(bundled):
+    s = Settings(context_size=512, swa_full=True)
+    with Engine(s, bundled) as engine:
+        m = engine.model
+        body = m.tokenize(FILLER * 2)[: 10 * 512]
+        head = [m.bos] + m.tokenize("Summarize the text.\n")
+        text, r = answer(engine, Request(head=head, body=body, tail=m.tokenize("\nSummary:"), max_tokens=8))
+    assert r.document_tokens == 10 * 512 and r.path == "shift"
+    assert r.max_fill <= 512  # the cache never holds more than the context
+    assert r.shifts >= 9
+    covered = sum(e - s for s, e in r.evicted_spans) + sum(e - s for s, e in r.kept_spans)
+    assert r.evicted_spans[0][0] == 0 and covered == len(body)  # evicted + kept = the whole document, no overlap
+    assert r.evicted_tokens == sum(e - s for s, e in r.evicted_spans)
+    assert text.strip()
+
+
+# --------------------------------------------------------------------------- pass keys
+
+def _passkey_request(m: Model, where: float, n_filler: int) -> tuple[Request, tuple[int, int]]:
+    filler = m.tokenize(FILLER)[:n_filler]
+    cut = int(len(filler) * where)
+    key = m.tokenize(f" The pass key is {KEY}. Remember it. {KEY} is the pass key. ")
+    body = filler[:cut] + key + filler[cut:]
+    head = [m.bos] + m.tokenize("There is a pass key hidden in this text. Find it and memorize it.\n")
+    tail = m.tokenize("\nWhat is the pass key? The pass key is")
+    return Request(head=head, body=body, tail=tail, max_tokens=8), (cut, cut + len(key))
+
+
+def test_pass_key_in_the_window_is_found_and_an_evicted_one_is_reported(bundled):
+    with Engine(Settings(context_size=512, swa_full=True), bundled) as engine:
+        # keys 75..300 tokens before the end of a 1,500-token text, read through a 512-token window
+        for where in (0.8, 0.85, 0.9, 0.95):
+            req, key_span = _passkey_request(engine.model, where, 1500)
+            text, r = answer(engine, req)
+            assert r.shifts > 0
+            assert any(s <= key_span[0] and key_span[1] <= e for s, e in r.kept_spans)
+            assert KEY in text, (where, text)
+        req, key_span = _passkey_request(engine.model, 0.05, 3000)  # near the start: evicted
+        text, r = answer(engine, req)
+        assert any(s <= key_span[0] and key_span[1] <= e for s, e in r.evicted_spans)  # the engine never pretends
+        assert KEY not in text
+
+
+# --------------------------------------------------------------------------- sequences side by side
+
+def test_sequences_shifting_at_different_moments_do_not_disturb_each_other(bundled):
+    """Each sequence gives what it gives alone. Where llama.cpp's batched arithmetic differs in the last bits
+    (a token decoded beside other sequences' prompt chunks takes the matrix-matrix kernels), the log-probs
+    agree within llama.cpp's own noise up to the first differing token, and that token was a near tie.
+    The noise: the same sequence alone, computed in 64-token ubatches instead of 512 (same shifts)."""
+    def requests(m: Model) -> list[Request]:
+        reqs = [_passkey_request(m, 0.8, n)[0] for n in (700, 1100, 1500)]  # shifts come at different steps
+        for r in reqs:
+            r.trace = True
+        return reqs
+
+    with Engine(Settings(context_size=512, threads=3, swa_full=True), bundled) as engine:
+        together = {i: ev for i, ev in engine.stream_many(requests(engine.model)) if isinstance(ev, Record)}
+        alone = [answer(engine, r)[1] for r in requests(engine.model)]
+    with Engine(Settings(context_size=512, threads=3, swa_full=True, ubatch_size=64), bundled) as engine:
+        resplit = [answer(engine, r)[1] for r in requests(engine.model)]
+    assert len({r.shifts for r in together.values()}) == 3
+    assert all(r.max_fill <= 512 for r in together.values())
+    identical = 0
+    for i, solo in enumerate(alone):
+        assert resplit[i].tokens == solo.tokens and resplit[i].shifts == solo.shifts
+        noise = max(_logprob_gap(a, b) for a, b in zip(solo.logits, resplit[i].logits))
+        both = together[i]
+        assert both.shifts == solo.shifts
+        n = next((k for k, (a, b) in enumerate(zip(both.tokens, solo.tokens)) if a != b), None)
+        if n is None:
+            assert both.tokens == solo.tokens
+            identical += 1
+        for k in range(len(solo.tokens) if n is None else n + 1):
+            assert _logprob_gap(both.logits[k], solo.logits[k]) <= 1.25 * noise, (i, k, noise)
+        if n is not None:  # the first differing token was a near tie: top two within the noise
+            top = np.sort(solo.logits[n])[-2:]
+            assert top[1] - top[0] <= 2 * noise, (i, n, top)
+    assert identical >= 2  # most sequences are token-for-token the same as alone
+
+
+def _logprob_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest log-probability difference over the tokens either run finds plausible (log p > -20):
+    a constant offset on every logit changes nothing a sampler sees, so it is not counted."""
+    la = a - a.max() - np.log(np.exp(a - a.max()).sum())
+    lb = b - b.max() - np.log(np.exp(b - b.max()).sum())
+    plausible = (la > -20) | (lb > -20)
+    return float(np.abs(la[plausible] - lb[plausible]).max())

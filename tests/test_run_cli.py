@@ -1,0 +1,78 @@
+"""`sentiric run` as a user runs it: real processes, real exit codes, real stdin and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 60
+
+
+def sentiric(*args: str, stdin: bytes | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")} | {"COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "sentiric_cli", "run", *args], input=stdin or b"",
+                          capture_output=True, timeout=timeout, env=env)
+
+
+def one_line_error(r: subprocess.CompletedProcess, text: str) -> None:
+    err = r.stderr.decode()
+    assert r.returncode == 2, (r.returncode, err)
+    assert len(err.splitlines()) == 1 and err.startswith("sentiric: error: ") and text in err, err
+    assert "Traceback" not in err
+
+
+def test_answer_over_a_document_streams_and_summarises(tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(FILLER + " The secret word is banana. ")
+    r = sentiric("-f", str(doc), "-c", "512", "-n", "8", "What is the secret word?")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "banana" in r.stdout.decode()
+    summary = r.stderr.decode()
+    assert "through a 512-token window" in summary and "shifts" in summary and "evicted" in summary
+
+
+def test_json_has_the_answer_and_the_record_and_reads_stdin():
+    r = sentiric("-c", "512", "-n", "8", "--json", "What is the secret word?",
+                 stdin=(FILLER + " The secret word is banana. ").encode())
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    rec = out["record"]
+    assert "banana" in out["answer"]
+    assert rec["document_tokens"] > 512 and rec["path"] == "shift" and rec["max_fill"] <= 512
+    assert rec["evicted_spans"] and rec["evicted_byte_spans"][0][0] == 0
+    assert {"prefill_tokens_per_s", "generation_tokens_per_s", "shifts", "evicted_tokens", "kept_spans"} <= rec.keys()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    binary = tmp_path / "b.bin"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    latin = tmp_path / "l.txt"
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    not_model = tmp_path / "m.gguf"
+    not_model.write_text("hello")
+    one_line_error(sentiric("-f", str(tmp_path / "missing.txt"), "q"), "no such file")
+    one_line_error(sentiric("-f", str(tmp_path), "q"), "directory")
+    one_line_error(sentiric("-f", str(binary), "q"), "binary")
+    one_line_error(sentiric("-f", str(latin), "q"), "UTF-8")
+    one_line_error(sentiric("   "), "prompt is empty")
+    one_line_error(sentiric("-m", str(not_model), "q"), "not a GGUF")
+
+
+def test_ctrl_c_stops_cleanly_with_what_was_generated():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "run", "-n", "2000", "--temperature", "0.8",
+                             "--seed", "1", "Once upon a time"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.read(20)  # wait until it is generating
+    assert first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert "interrupted" in err.decode()
+    assert len((first + rest).decode(errors="replace").strip()) > 20
