@@ -23,6 +23,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/plan_bench.py --out docs/benchmarks.md
+	$(BIN)/python bench/run_bench.py --append docs/benchmarks.md
 
 lint: install
 	$(BIN)/ruff check sentiric_cli tests bench docs

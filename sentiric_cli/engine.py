@@ -11,12 +11,14 @@ head plus the newest tokens are prefilled again. Generation past the window end 
 from __future__ import annotations
 
 import codecs
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from llama_cpp import llama_cpp as C
 
 from . import shift
@@ -45,6 +47,7 @@ class Request:
     n_keep: int = -1  # pinned tokens from the start; -1 = the whole head
     shift_discard: float = shift.DEFAULT_DISCARD
     trace: bool = False  # keep the logits each token was sampled from (tests compare runs with them)
+    score: bool = False  # measure each document token's log-likelihood as it is read (perplexity)
 
     @classmethod
     def from_settings(cls, s: Settings, head: list[int], body: list[int] = (), tail: list[int] = (), **kw) -> Request:
@@ -89,6 +92,12 @@ class Record:
     text: str = ""
     tokens: list[int] = field(default_factory=list)  # generated token ids
     logits: list = field(default_factory=list)  # with Request.trace: the logits behind each sampled token
+    scored_tokens: int = 0  # with Request.score: document tokens predicted from the window before them
+    nll: float = 0.0  # their summed negative log-likelihood (nats)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll / self.scored_tokens) if self.scored_tokens else float("nan")
 
 
 def _sampler(req: Request, n_vocab: int):
@@ -139,6 +148,8 @@ class Sequence:
         self.finish_reason = ""
         self.tokens: list[int] = []
         self.trace: list = []
+        self.to_score: list[tuple[int, int]] = []  # (batch index, next document token) for this step
+        self.scored_src, self.scored, self.nll = -1, 0, 0.0
 
     @property
     def n_past(self) -> int:
@@ -180,10 +191,17 @@ class Sequence:
 
     def fill(self, batch: Batch, n: int) -> None:
         self.logit_index = None
+        self.to_score = []
         for k in range(n):
             tok, src = self.pending.popleft()
             last = k == n - 1 and not self.pending
-            i = batch.add(tok, self.n_past, self.id, last)
+            nxt = self.pending[0] if self.pending else None
+            # score each document token once, from the window that precedes it (not again on a recompute)
+            score = self.req.score and nxt is not None and nxt[1] > self.scored_src
+            i = batch.add(tok, self.n_past, self.id, last or score)
+            if score:
+                self.to_score.append((i, nxt[0]))
+                self.scored_src = nxt[1]
             self.toks.append(tok)
             self.srcs.append(src)
             if last:
@@ -193,6 +211,11 @@ class Sequence:
         self.max_fill = max(self.max_fill, self.n_past)
 
     def after_decode(self) -> None:
+        for i, nxt in self.to_score:
+            logits = self.e.ctx.logits(i).astype(np.float64)
+            top = logits.max()
+            self.nll += float(top + np.log(np.exp(logits - top).sum()) - logits[nxt])
+            self.scored += 1
         if self.logit_index is None:
             elapsed = time.perf_counter() - self.t0
             done = min(self.prefilled, self.prompt_total)
@@ -253,7 +276,7 @@ class Sequence:
             evicted_spans=list(self.evicted), kept_spans=shift.spans(self.srcs), recomputed_tokens=self.recomputed,
             max_fill=self.max_fill, prefill_seconds=t_pre, prefill_tokens_per_s=self.prompt_total / t_pre if t_pre else 0.0,
             generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text,
-            tokens=list(self.tokens), logits=self.trace)
+            tokens=list(self.tokens), logits=self.trace, scored_tokens=self.scored, nll=self.nll)
 
     def close(self) -> None:
         if self.sampler:

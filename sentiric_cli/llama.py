@@ -21,13 +21,15 @@ from .settings import Settings
 
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
           "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
-_log_state = {"verbose": False, "tail": deque(maxlen=20)}
+_log_state = {"verbose": False, "tail": deque(maxlen=20), "taps": []}
 
 
 @C.llama_log_callback
 def _log(level, text, user):  # noqa: ARG001 - ctypes callback signature
     line = text.decode("utf-8", errors="replace")
     _log_state["tail"].append(line)
+    for tap in _log_state["taps"]:
+        tap.append(line)
     if _log_state["verbose"]:
         sys.stderr.write(line)
 
@@ -38,6 +40,11 @@ C.llama_backend_init()
 
 def set_verbose(verbose: bool) -> None:
     _log_state["verbose"] = verbose
+
+
+def tap_log(lines: list[str]) -> None:
+    """Also append llama.cpp's log lines to `lines` (llama.cpp has one global log callback: this is it)."""
+    _log_state["taps"].append(lines)
 
 
 def _last_log() -> str:

@@ -131,7 +131,7 @@ def _drain(events):
 
 def _record_dict(r: Record, offsets: list[int] | None) -> dict:
     d = asdict(r)
-    for key in ("text", "tokens", "logits"):
+    for key in ("text", "tokens", "logits", "scored_tokens", "nll"):
         d.pop(key)
     if offsets:
         d["evicted_byte_spans"] = [(offsets[s], offsets[e]) for s, e in r.evicted_spans]

@@ -8,25 +8,18 @@ in an interleaved layout) is switched off so the model buffer is the file's tens
 
 from __future__ import annotations
 
-import ctypes
 import re
 from dataclasses import dataclass
 
 from llama_cpp import llama_cpp as C
 
+from sentiric_cli.llama import tap_log
 from sentiric_cli.memory import Shape
 
 MiB = 1024 * 1024
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "q8_0": C.GGML_TYPE_Q8_0, "q4_0": C.GGML_TYPE_Q4_0}
 _log: list[str] = []
-
-
-@C.llama_log_callback
-def _collect(level, text, user):  # noqa: ARG001 - ctypes callback signature
-    _log.append(text.decode("utf-8", errors="replace"))
-
-
-C.llama_log_set(_collect, ctypes.c_void_p(0))
+tap_log(_log)  # llama.cpp has one log callback, owned by sentiric_cli.llama
 
 
 @dataclass

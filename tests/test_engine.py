@@ -186,10 +186,10 @@ def test_sequences_shifting_at_different_moments_do_not_disturb_each_other(bundl
     identical = 0
     for i, solo in enumerate(alone):
         assert resplit[i].tokens == solo.tokens and resplit[i].shifts == solo.shifts
-        noise = max(_logprob_gap(a, b) for a, b in zip(solo.logits, resplit[i].logits))
+        noise = max(_logprob_gap(a, b) for a, b in zip(solo.logits, resplit[i].logits, strict=True))
         both = together[i]
         assert both.shifts == solo.shifts
-        n = next((k for k, (a, b) in enumerate(zip(both.tokens, solo.tokens)) if a != b), None)
+        n = next((k for k, (a, b) in enumerate(zip(both.tokens, solo.tokens, strict=False)) if a != b), None)
         if n is None:
             assert both.tokens == solo.tokens
             identical += 1
