@@ -335,29 +335,31 @@ class Engine:
         if len(requests) > self.ctx.n_seq_max:
             raise SentiricError(f"{len(requests)} requests for {self.ctx.n_seq_max} sequence slots",
                                 "raise threads, or run them in turns")
-        seqs = [Sequence(self, i, r) for i, r in enumerate(requests)]
+        seqs: list[Sequence] = []
         try:
+            for i, r in enumerate(requests):
+                seqs.append(Sequence(self, i, r))
             while not all(s.done for s in seqs):
                 try:
                     self.step([s for s in seqs if not s.done])
-                except KeyboardInterrupt:
-                    for s in seqs:
-                        s.finish("interrupted")
+                except KeyboardInterrupt:  # Ctrl-C inside llama_decode: end every sequence with what it has
+                    _interrupt(seqs)
                 for i, s in enumerate(seqs):
                     while s.events:
                         try:
                             yield i, s.events.pop(0)
-                        except GeneratorExit:
-                            raise
                         except KeyboardInterrupt:  # thrown in by a consumer interrupted while printing
-                            for t in seqs:
-                                t.finish("interrupted")
+                            _interrupt(seqs)
         finally:
+            _interrupt(seqs)  # no-op for finished sequences; frees their slots when the consumer walks away
             for s in seqs:
-                if not s.done:
-                    s.finish("interrupted")
                 s.close()
 
     def stream(self, request: Request) -> Iterator[Piece | Progress | Record]:
         for _, event in self.stream_many([request]):
             yield event
+
+
+def _interrupt(seqs: list[Sequence]) -> None:
+    for s in seqs:
+        s.finish("interrupted")

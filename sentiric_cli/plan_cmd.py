@@ -72,7 +72,7 @@ def _write(target: Path, result: Plan, force: bool) -> None:
         raise SentiricError(f"{target} exists; not overwriting it", "pass --force, or choose another file")
     if target.is_dir():
         raise SentiricError(f"{target} is a directory", "give a file name ending in .yaml")
-    command = " ".join(["sentiric", *sys.argv[1:]]) if sys.argv and "pytest" not in sys.argv[0] else "sentiric plan"
+    command = " ".join(["sentiric", *sys.argv[1:]])  # the command that wrote it, to re-run or adjust
     comment = (f"written by `{command}`\nfor {result.model.name} on {result.device.name}\n"
                f"{_gib(result.memory.need_bytes)} needed of {_gib(result.device.free_bytes)} free: "
                f"{result.memory.verdict}")

@@ -282,7 +282,8 @@ def _savings(header, info, device, shape: Shape) -> list[Saving]:
                       f"swa_full {on_off[not shape.swa_full]}", note))
     if (shape.cache_type_k, shape.cache_type_v) == ("f16", "f16"):
         q8 = replace(shape, cache_type_k="q8_0", cache_type_v="q8_0" if shape.flash_attn else "f16")
-        out.append(vs(q8, "cache f16", f"cache {q8.cache_type_k}/{q8.cache_type_v}", "exact; shifts without drift"))
+        if cache_type_fits("q8_0", info.head_k) and cache_type_fits(q8.cache_type_v, info.head_v):
+            out.append(vs(q8, "cache f16", f"cache {q8.cache_type_k}/{q8.cache_type_v}", "exact; shifts without drift"))
     else:
         out.append(vs(replace(shape, cache_type_k="f16", cache_type_v="f16"),
                       f"cache {shape.cache_type_k}/{shape.cache_type_v}", "cache f16",

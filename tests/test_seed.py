@@ -68,3 +68,12 @@ def test_pinned_context_and_threads_choose_the_most_gpu_layers(seed_gguf):
     more = make_plan(header, info, tight, one_more, pinned | {"gpu_layers"})
     assert more.memory.need_bytes > plan.memory.need_bytes
     assert more.memory.verdict in ("risky", "does not fit")
+
+
+def test_savings_never_offer_a_cache_type_llama_cpp_refuses(synth):
+    path = synth("deepseek2", n_vocab=4096, n_embd=256, n_head=8, n_ff=768)  # MLA key 40 wide: q8_0 refused
+    header = read_header(path)
+    info = model_info(header)
+    plan = make_plan(header, info, SIX_GB, Settings())
+    assert plan.recommendation.cache_type_k == "f16"
+    assert not any("q8_0" in s.alternative or "q8_0" in s.choice for s in plan.savings)
