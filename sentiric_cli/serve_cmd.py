@@ -1,0 +1,69 @@
+"""`sentiric serve`: an OpenAI-compatible server, THREADS requests at once from one loaded model."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+
+import typer
+
+from . import llama
+from .bundled import model_path
+from .device import select_device
+from .engine import Engine
+from .errors import SentiricError
+from .gguf_header import read_header
+from .memory import MiB
+from .modelinfo import model_info
+from .planner import make_plan
+from .settings import load_settings
+
+
+def serve(
+    profile: str | None = typer.Option(None, "--profile", "-p", help="Profile name (profiles/NAME.yaml) or path."),
+    model: str | None = typer.Option(None, "--model", "-m", help="The .gguf model; default: the profile's, else the bundled one."),
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1: this machine only)."),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Port (0 = any free port)."),
+    threads: int | None = typer.Option(None, "--threads", "-t", min=1, max=256, help="Requests served at once."),
+    context: int | None = typer.Option(None, "--context", "-c", min=16, help="Tokens of window per request."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show llama.cpp's log and each HTTP request."),
+) -> None:
+    """Serve /v1/chat/completions and /v1/completions (streaming or not), /v1/models, /health, /metrics."""
+    import uvicorn
+
+    from .server import create_app
+
+    settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
+                                       "context_size": context})
+    path = model_path(settings.model)
+    header = read_header(path)
+    plan = make_plan(header, model_info(header), select_device(), settings, set(settings.model_fields_set) |
+                     {"context_size", "threads", "gpu_layers", "cache_type_k", "cache_type_v", "flash_attn",
+                      "swa_full", "ubatch_size"})
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        raise SentiricError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror or e})",
+                            "choose another --port, or 0 for any free one") from None
+    llama.set_verbose(verbose)
+    with Engine(settings, path) as engine:
+        app = create_app(engine, settings, profile, model_id=path.stem)
+        bound = sock.getsockname()[1]
+        m = plan.memory
+        print(f"sentiric: serving {path.name} on http://{settings.host}:{bound} "
+              f"({settings.threads} threads x {settings.context_size} tokens, queue {settings.queue_size}"
+              f"{', API key required' if settings.api_key else ''})", file=sys.stderr)
+        print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
+              f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
+              f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose,
+                                timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)))
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handler that
+        # was there before it: make that one harmless, so a requested stop exits 0
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        uvicorn.Server(config).run(sockets=[sock])
+    print("sentiric: stopped", file=sys.stderr)

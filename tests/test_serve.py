@@ -1,0 +1,225 @@
+"""`sentiric serve` as clients use it: a real server process on a free port, the official openai client."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from openai import OpenAI
+
+PROMPTS = [f"Question {i}: what colour is the {thing}? Answer:" for i, thing in
+           enumerate(["sky", "grass", "sun", "snow", "night", "sea", "blood", "coal"])]
+
+
+@contextmanager
+def server(*args: str, env: dict | None = None):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")} | (env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "serve", "--port", "0", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=environ, text=True)
+    banner = ""
+    try:
+        while "plan on" not in banner:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"server did not start: {banner}{proc.stderr.read()}")
+            banner += line
+        url = re.search(r"http://[\d.]+:\d+", banner).group(0)
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url, proc, banner
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def two():
+    with server("--threads", "2", "--context", "512") as s:
+        yield s
+
+
+def client(url: str, key: str = "none") -> OpenAI:
+    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_openai_client_chat_and_completion_streaming_and_not(two):
+    url, _, banner = two
+    assert "http://127.0.0.1:" in banner and "plan on" in banner  # binds this machine only; says its plan
+    c = client(url)
+    done = c.completions.create(model="x", prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert done.choices[0].text.strip() and done.choices[0].finish_reason == "length"
+    assert done.usage.completion_tokens == 8 and done.usage.prompt_tokens > 0
+    streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+        model="x", prompt="The capital of France is", max_tokens=8, temperature=0, stream=True))
+    assert streamed == done.choices[0].text
+    chat = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Say hello."}],
+                                     max_tokens=6, temperature=0)
+    assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason in ("stop", "length")
+    parts = list(c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Say hello."}],
+                                           max_tokens=6, temperature=0, stream=True,
+                                           stream_options={"include_usage": True}))
+    assert "".join(p.choices[0].delta.content or "" for p in parts if p.choices) == chat.choices[0].message.content
+    assert parts[-1].usage.total_tokens == chat.usage.total_tokens
+    assert [m.id for m in c.models.list().data]
+
+
+def _ask(url: str, prompt: str, logprobs: int | None = None):
+    r = client(url).completions.create(model="x", prompt=prompt, max_tokens=12, temperature=0, logprobs=logprobs)
+    return r.choices[0] if logprobs is not None else r.choices[0].text
+
+
+NEAR_TIE = 2.0  # nats between the top two candidates: llama.cpp's batch-split noise reaches ~1.5 (docs/run.md)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_eight_concurrent_clients_get_what_they_get_alone(threads):
+    """Identical to the same request served alone, or, where batched arithmetic flips a near tie
+    (a token decoded beside other requests takes other CPU kernels), identical up to that token."""
+    with server("--threads", str(threads), "--context", "512") as (url, _, _):
+        alone = [_ask(url, p, logprobs=2) for p in PROMPTS]
+        with cf.ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda p: _ask(url, p, logprobs=2), PROMPTS))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert len(together) == 8 and all(t.text for t in together)
+    for solo, both in zip(alone, together, strict=True):
+        a, b = solo.logprobs.tokens, both.logprobs.tokens
+        k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        if k is None:
+            assert solo.text == both.text
+            continue
+        top = sorted(solo.logprobs.top_logprobs[k].values(), reverse=True)
+        assert top[0] - top[1] <= NEAR_TIE, (solo.text, both.text, k, top)
+    assert re.search(r"^sentiric_requests_total 16", metrics, re.M)
+
+
+def test_a_prompt_several_times_the_context_is_served_by_shifting(two):
+    url, _, _ = two
+    long_prompt = "The grass is green. The sky is blue. " * 400 + "The secret word is banana. The secret word is"
+    r = client(url).completions.create(model="x", prompt=long_prompt, max_tokens=4, temperature=0)
+    assert r.usage.prompt_tokens > 4 * 512
+    assert "banana" in r.choices[0].text
+    metrics = httpx.get(f"{url}/metrics").text
+    assert float(re.search(r"^sentiric_shifts_total (\S+)$", metrics, re.M).group(1)) > 0
+
+
+def test_a_disconnecting_client_frees_its_slot(two):
+    url, _, _ = two
+    with httpx.Client(timeout=30) as h, h.stream("POST", f"{url}/v1/completions",
+                                                 json={"prompt": "Once upon a time", "max_tokens": 2000,
+                                                       "stream": True, "temperature": 0.8}) as r:
+        for _ in r.iter_lines():
+            if httpx.get(f"{url}/health").json()["slots"]["busy"] == 1:
+                break
+    for _ in range(50):
+        if httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
+            break
+        time.sleep(0.1)
+    assert httpx.get(f"{url}/health").json()["slots"]["busy"] == 0
+    metrics = httpx.get(f"{url}/metrics").text
+    assert float(re.search(r"^sentiric_cancelled_total (\S+)$", metrics, re.M).group(1)) >= 1
+
+
+def test_flood_past_the_queue_gets_429_and_health_answers_throughout():
+    with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_QUEUE_SIZE": "2"}) as (url, _, _):
+        body = {"prompt": "Once upon a time", "max_tokens": 64, "temperature": 0.8}
+        with cf.ThreadPoolExecutor(10) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=120) for _ in range(10)]
+            health = []
+            while not all(f.done() for f in futures):
+                t0 = time.perf_counter()
+                health.append((httpx.get(f"{url}/health", timeout=5).status_code, time.perf_counter() - t0))
+                time.sleep(0.05)
+        codes = [f.result().status_code for f in futures]
+        rejected = [f.result() for f in futures if f.result().status_code == 429]
+    assert codes.count(200) >= 3 and rejected  # one running + two queued at least; the rest refused
+    assert set(codes) <= {200, 429}
+    assert rejected[0].headers["retry-after"] and rejected[0].json()["error"]["type"] == "rate_limit_error"
+    assert health and all(code == 200 and seconds < 1.0 for code, seconds in health)
+
+
+def test_bad_requests_get_their_4xx_and_the_server_keeps_serving(two):
+    url, _, _ = two
+    post = lambda path, **kw: httpx.post(f"{url}{path}", timeout=30, **kw)  # noqa: E731
+    cases = [
+        (post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"}), 400),
+        (post("/v1/completions", json={"prompt": 42}), 400),
+        (post("/v1/completions", json={"prompt": "x", "max_tokens": "many"}), 400),
+        (post("/v1/completions", json={"prompt": "x", "temperature": 9}), 400),
+        (post("/v1/completions", json={"prompt": "x", "max_tokens": 0}), 400),
+        (post("/v1/completions", json={"prompt": ["a", "b"]}), 400),
+        (post("/v1/chat/completions", json={"messages": []}), 400),
+        (post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]}), 400),
+        (post("/v1/completions", content=b"x" * (17 * 1024 * 1024), headers={"content-type": "application/json"}), 413),
+        (httpx.get(f"{url}/v1/nothing-here"), 404),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, (response.status_code, response.text)
+        err = response.json()["error"]
+        assert err["message"] and err["type"] and err["code"] == status
+    assert _ask(url, PROMPTS[0])  # still serving
+
+
+def test_api_key_guards_every_route_but_health():
+    with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_API_KEY": "s3cret"}) as (url, _, _):
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.post(f"{url}/v1/completions", json={"prompt": "x"}).json()["error"]["type"] == "authentication_error"
+        ok = client(url, "s3cret").completions.create(model="x", prompt="Hello", max_tokens=2)
+        assert ok.choices[0].text is not None
+
+
+def test_sigterm_stops_within_the_bound_and_exits_0():
+    with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_SHUTDOWN_TIMEOUT": "2"}) as (url, proc, _):
+        with cf.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, f"{url}/v1/completions", timeout=60,
+                                  json={"prompt": "Once upon a time", "max_tokens": 5000, "temperature": 0.8})
+            while httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
+                time.sleep(0.05)
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+            stopped = time.perf_counter() - t0
+            try:
+                running.result()  # cut: either an answer with what it had, or a closed connection
+            except httpx.HTTPError:
+                pass
+    assert code == 0
+    assert stopped < 2 + 5  # the bound, plus start-up of the cut
+
+
+def test_next_chat_turn_reuses_the_history_already_in_a_slot(two):
+    url, _, _ = two
+    c = client(url)
+
+    def reused() -> float:
+        return float(re.search(r"^sentiric_reused_tokens_total (\S+)$", httpx.get(f"{url}/metrics").text, re.M).group(1))
+
+    history = [{"role": "system", "content": "You answer briefly. " * 20},
+               {"role": "user", "content": "Name a colour of the sky. " * 5}]
+    first = c.chat.completions.create(model="x", messages=history, max_tokens=6, temperature=0)
+    before = reused()
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "And of grass?"}]
+    second = c.chat.completions.create(model="x", messages=history, max_tokens=6, temperature=0)
+    gained = reused() - before
+    # the whole first prompt (and what of the answer tokenizes the same) was not read again
+    assert gained >= first.usage.prompt_tokens - 1, (gained, first.usage.prompt_tokens)
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens
