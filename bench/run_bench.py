@@ -122,8 +122,8 @@ def main() -> None:
         f"{rec.prefill_tokens_per_s:,.0f} | {rec.shifts} |",
         f"| llama-cpp-python `Llama.eval`, fresh {WINDOW}-token windows | {n_theirs:,} | {theirs:,.0f} | 0 |", "",
         f"Ratio sentiric / llama.cpp: **{ratio:.2f}** (shifting costs {max(0.0, 1 - ratio):.0%}). "
-        "A shifted window stays nearly full, so each chunk attends over more cells than a fresh window "
-        "does on average; that, not the shift itself, is most of the difference.", "",
+        "A shifted window stays nearly full, so its chunks attend over more cells than a fresh window's "
+        "do on average; the shift itself is one re-rotation of the cached keys per shift.", "",
         "### Peak memory against document length (window 512)", "",
         "| document | peak RSS | max fill / shifts |", "|---|---:|---|",
         *[f"| {t}x the window ({t * 512:,} tokens) | {kib / 1024:,.0f} MiB | {info} |" for t, kib, info in rss], "",
