@@ -101,6 +101,13 @@ class Record:
         return math.exp(self.nll / self.scored_tokens) if self.scored_tokens else float("nan")
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities from llama.cpp's logits (float64, stable): for scoring and for reporting logprobs."""
+    x = logits.astype(np.float64)
+    x -= x.max()
+    return x - np.log(np.exp(x).sum())
+
+
 def _sampler(req: Request, n_vocab: int):
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
     if req.repeat_penalty != 1.0:
@@ -145,7 +152,7 @@ class Sequence:
         self.events: list = []
         self.done = False
         self.logit_index: int | None = None
-        self.prefilled = self.generated = self.shifts = self.recomputed = self.max_fill = 0
+        self.generated = self.shifts = self.recomputed = 0
         self.prefilled = self.max_fill = self.reused
         self.path = "none"
         self.evicted: list[tuple[int, int]] = []
@@ -213,19 +220,17 @@ class Sequence:
             self.srcs.append(src)
             if last:
                 self.logit_index = i
-        if not self.generating:
-            self.prefilled = min(self.prompt_total, self.prefilled + n)
+        if not self.generating:  # pending = re-reads queued by a recompute + the unread rest: re-reads don't count
+            self.prefilled = max(self.prefilled, self.prompt_total - len(self.pending))
         self.max_fill = max(self.max_fill, self.n_past)
 
     def after_decode(self) -> None:
         for i, nxt in self.to_score:
-            logits = self.e.ctx.logits(i).astype(np.float64)
-            top = logits.max()
-            self.nll += float(top + np.log(np.exp(logits - top).sum()) - logits[nxt])
+            self.nll -= float(log_softmax(self.e.ctx.logits(i))[nxt])
             self.scored += 1
         if self.logit_index is None:
             elapsed = time.perf_counter() - self.t0
-            done = min(self.prefilled, self.prompt_total)
+            done = self.prefilled
             self.events.append(Progress(done, self.prompt_total, self.shifts, done / elapsed if elapsed else 0.0))
             return
         if self.req.trace:

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .engine import Engine, Piece, Record, Request
+from .engine import Engine, Piece, Record, Request, log_softmax
 from .errors import SentiricError
 from .scheduler import QueueFull, Scheduler
 from .settings import Settings
@@ -147,16 +147,15 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
         max_tokens = body.max_completion_tokens or body.max_tokens or settings.max_tokens
         return Request.from_settings(settings, head, rest, stop=stop, max_tokens=max_tokens, **overrides)
 
-    async def serve(http: HTTPRequest, req: Request, kind: str, endpoint: str):
+    async def serve(http: HTTPRequest, req: Request, kind: str, endpoint: str, streaming: bool,
+                    req_logprobs: int | None = None):
         t0 = time.perf_counter()
-        streaming = getattr(http.state, "stream", False)
         try:
             job = scheduler.submit(req, stream=streaming)
         except QueueFull as e:
             return error(429, str(e), "rate_limit_error", headers={"Retry-After": "1"})
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        req_logprobs = getattr(http.state, "logprobs", None)
         if streaming:
             return StreamingResponse(_sse(job, rid, created, kind, t0, endpoint), media_type="text/event-stream")
         text, record = "", None
@@ -226,20 +225,17 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
         if not toks:
             return error(400, "the prompt is empty", param="prompt")
         split = 1 if toks[0] == model.bos else 0  # pin BOS; the rest streams through the window
-        http.state.stream = body.stream
-        http.state.logprobs = body.logprobs
         req = request_for(body, toks[:split], toks[split:])
         req.trace = body.logprobs is not None
-        return await serve(http, req, "text", "completions")
+        return await serve(http, req, "text", "completions", body.stream, body.logprobs)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, http: HTTPRequest):
         head, rest = chat_tokens(model, [(m.role, m.content) for m in body.messages])
-        http.state.stream = body.stream
         req = request_for(body, head, rest)
         if not model.chat_template():  # plain `role: text` turns: the next turn ends the answer
             req.stop = (*req.stop, "\nuser:", "\nsystem:")
-        return await serve(http, req, "chat", "chat_completions")
+        return await serve(http, req, "chat", "chat_completions", body.stream)
 
     @app.on_event("shutdown")
     def _stop() -> None:
@@ -274,8 +270,7 @@ def _logprobs(model, r: Record, top: int) -> dict:
     out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     at = 0
     for tok, logits in zip(r.tokens, r.logits, strict=False):
-        lp = logits.astype(np.float64) - logits.max()
-        lp -= np.log(np.exp(lp).sum())
+        lp = log_softmax(logits)
         piece = model.piece(tok).decode("utf-8", errors="replace")
         out["tokens"].append(piece)
         out["token_logprobs"].append(float(lp[tok]))

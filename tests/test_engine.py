@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentiric_cli.engine import Engine, Piece, Record, Request
+from sentiric_cli.engine import Engine, Piece, Record, Request, log_softmax
 from sentiric_cli.llama import Batch, Context, Model
 from sentiric_cli.settings import Settings
 
@@ -204,7 +204,6 @@ def test_sequences_shifting_at_different_moments_do_not_disturb_each_other(bundl
 def _logprob_gap(a: np.ndarray, b: np.ndarray) -> float:
     """Largest log-probability difference over the tokens either run finds plausible (log p > -20):
     a constant offset on every logit changes nothing a sampler sees, so it is not counted."""
-    la = a - a.max() - np.log(np.exp(a - a.max()).sum())
-    lb = b - b.max() - np.log(np.exp(b - b.max()).sum())
+    la, lb = log_softmax(a), log_softmax(b)
     plausible = (la > -20) | (lb > -20)
     return float(np.abs(la[plausible] - lb[plausible]).max())
