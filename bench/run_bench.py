@@ -21,6 +21,7 @@ from pathlib import Path
 from llama_cpp import Llama
 
 from sentiric_cli.bundled import bundled_model
+from sentiric_cli.cpupath import cpu_info, cpu_path
 from sentiric_cli.engine import Engine, Record, Request
 from sentiric_cli.settings import Settings
 
@@ -115,7 +116,8 @@ def main() -> None:
     lines = [
         "", "## The shifting-window engine", "",
         f"Produced by `make bench` (`bench/run_bench.py`), model: bundled gemma 3 270M Q4_K_M, CPU "
-        f"({os.cpu_count()} cores), text: `{text_path}` repeated as needed.", "",
+        f"({os.cpu_count()} cores, {cpu_info()[0] or 'unknown CPU'}), CPU path **{cpu_path().path}** for both readers "
+        f"(docs/cpu.md), text: `{text_path}` repeated as needed.", "",
         f"### Prefill with shifts against llama.cpp without shifts (window {WINDOW} tokens)", "",
         "| reader | tokens | tokens/s | shifts |", "|---|---:|---:|---:|",
         f"| sentiric, one {WINDOW}-token window, evicting a quarter per shift | {rec.prompt_tokens:,} | "

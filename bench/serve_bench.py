@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from sentiric_cli.bundled import bundled_model
+from sentiric_cli.cpupath import cpu_info, cpu_path
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_SERVER = ROOT / "build" / "llama-server" / "bin" / "llama-server"
@@ -37,13 +38,15 @@ def free_port() -> int:
 
 def start(kind: str, model: Path, port: int) -> subprocess.Popen:
     cores = str(os.cpu_count() or 1)
+    # the same CPU path for every peer: where sentiric runs without extra buffers, so does llama-server
+    no_repack = [] if cpu_path().extra_bufts else ["--no-repack"]
     cmd = {
         "sentiric": [sys.executable, "-m", "sentiric_cli", "serve", "--model", str(model), "--port", str(port),
                      "--threads", "4", "--context", "512"],
         "llama-cpp-python": [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
                              "--n_ctx", "2048", "--n_threads", cores, "--verbose", "false"],
         "llama-server": [str(LLAMA_SERVER), "-m", str(model), "--port", str(port), "-np", "4", "-c", "2048",
-                         "-t", cores, "--log-disable"],
+                         "-t", cores, "--log-disable", *no_repack],
     }[kind]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -83,8 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--append", default="docs/benchmarks.md")
     args = ap.parse_args()
-    if not LLAMA_SERVER.exists():
-        subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
+    # builds once, and again only when this CPU needs other flags than the existing build had
+    subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
+    cpu = cpu_path()
     model = bundled_model()
     results: dict[str, dict[int, dict]] = {}
     for kind in ("sentiric", "llama-cpp-python", "llama-server"):
@@ -98,10 +102,12 @@ def main() -> None:
         print(kind, {c: round(v["tok_s"], 1) for c, v in results[kind].items()}, flush=True)
     lines = ["", "## Serving: sentiric against llama-cpp-python's server and llama-server", "",
              f"Produced by `make bench` (`bench/serve_bench.py`): bundled gemma 3 270M Q4_K_M, CPU ({os.cpu_count()} "
-             f"cores), {PER_CLIENT} completions of up to {MAX_TOKENS} tokens per client (temperature 0), one after "
+             f"cores, {cpu_info()[0] or 'unknown CPU'}), "
+             f"{PER_CLIENT} completions of up to {MAX_TOKENS} tokens per client (temperature 0), one after "
              "another. sentiric: `serve --threads 4 --context 512`; llama-cpp-python 0.3.36: "
              "`python -m llama_cpp.server --n_ctx 2048`; llama-server built from the llama.cpp llama-cpp-python "
-             "vendors: `-np 4 -c 2048`.", "",
+             f"vendors (same extra C flags as sentiric's build): `-np 4 -c 2048`. CPU path for all three: "
+             f"**{cpu.path}** ({cpu.describe()}; docs/cpu.md).", "",
              "| clients | server | generated tok/s | p50 latency | p95 latency |", "|---:|---|---:|---:|---:|"]
     for c in CLIENTS:
         for kind in results:

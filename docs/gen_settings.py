@@ -133,6 +133,15 @@ A profile is a YAML mapping of `key: value`, any subset of the keys below; unkno
 and a comment saying how it was made; `--force` replaces an existing file. The shipped profiles are in
 `profiles/`.
 
+## Machine-level variables (not profile keys)
+
+| variable | meaning |
+|---|---|
+| `SENTIRIC_CPU_PATH` | `auto` (default): a child process finds which CPU path runs here, cached; `extra`: AMX/repacked weights without asking; `plain`: weights as stored ([cpu.md](cpu.md)) |
+| `SENTIRIC_CACHE_DIR` | where the CPU-path verdicts and the llama.cpp wheels are kept (default `~/.cache/sentiric`) |
+| `SENTIRIC_NO_AMX` | `1`: `make install` builds llama.cpp without AMX even where AMX runs |
+| `SENTIRIC_DEBUG` | `1`: tracebacks instead of one-line errors |
+
 ## All settings
 
 | key | environment variable | type | default | `sentiric plan` option | description |

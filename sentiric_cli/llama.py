@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import llama_cpp as C
 
+from .cpupath import CpuPath, cpu_path, require_runnable
 from .errors import SentiricError
 from .settings import Settings
 
@@ -57,6 +58,11 @@ class Model:
         mp = C.llama_model_default_params()
         mp.n_gpu_layers = 10**6 if settings.gpu_layers < 0 else settings.gpu_layers
         mp.use_mmap = settings.use_mmap
+        # AMX / repacked / plain weights: whatever a child process showed survives a decode here (cpupath.py)
+        self.cpu: CpuPath = require_runnable(cpu_path())
+        mp.use_extra_bufts = self.cpu.extra_bufts
+        if _log_state["verbose"]:
+            sys.stderr.write(f"sentiric: CPU path: {self.cpu.describe()}\n")
         self.path = path
         self.handle = C.llama_model_load_from_file(str(path).encode(), mp)
         if not self.handle:

@@ -55,8 +55,9 @@ def run(
         request = Request.from_settings(settings, lay.head, lay.body, lay.tail, stop=tuple(stop))
         record = _stream(engine, request, as_json, err)
         offsets = byte_offsets(engine.model, lay.body) if document else None
+        cpu = engine.model.cpu.path
     if as_json:
-        print(json.dumps({"answer": record.text, "record": _record_dict(record, offsets)}, indent=2))
+        print(json.dumps({"answer": record.text, "record": _record_dict(record, offsets), "cpu_path": cpu}, indent=2))
     else:
         sys.stdout.write("\n")
         err.print(summary(record, offsets), markup=False, highlight=False, soft_wrap=True)

@@ -58,7 +58,8 @@ def serve(
               f"{', API key required' if settings.api_key else ''})", file=sys.stderr)
         print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
               f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
-              f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr, flush=True)
+              f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)
+        print(f"sentiric: CPU path: {engine.model.cpu.describe()}", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose,
                                 timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)))
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handler that
