@@ -48,6 +48,7 @@ class Request:
     shift_discard: float = shift.DEFAULT_DISCARD
     trace: bool = False  # keep the logits each token was sampled from (tests compare runs with them)
     score: bool = False  # measure each document token's log-likelihood as it is read (perplexity)
+    token_logprobs: bool = False  # keep each sampled token's log-probability (one float each: confidence)
 
     @classmethod
     def from_settings(cls, s: Settings, head: list[int], body: list[int] = (), tail: list[int] = (), **kw) -> Request:
@@ -95,6 +96,7 @@ class Record:
     logits: list = field(default_factory=list)  # with Request.trace: the logits behind each sampled token
     scored_tokens: int = 0  # with Request.score: document tokens predicted from the window before them
     nll: float = 0.0  # their summed negative log-likelihood (nats)
+    token_logprobs: list[float] = field(default_factory=list)  # with Request.token_logprobs, per generated token
 
     @property
     def perplexity(self) -> float:
@@ -162,6 +164,7 @@ class Sequence:
         self.finish_reason = ""
         self.tokens: list[int] = []
         self.trace: list = []
+        self.lps: list[float] = []
         self.to_score: list[tuple[int, int]] = []  # (batch index, next document token) for this step
         self.scored_src, self.scored, self.nll = -1, 0, 0.0
 
@@ -237,6 +240,8 @@ class Sequence:
             self.trace.append(self.e.ctx.logits(self.logit_index))
         tok = C.llama_sampler_sample(self.sampler, self.e.ctx.handle, self.logit_index)
         self.tokens.append(tok)
+        if self.req.token_logprobs:
+            self.lps.append(float(log_softmax(self.e.ctx.logits(self.logit_index))[tok]))
         if self.t_prefill is None:
             self.t_prefill = time.perf_counter()
             self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
@@ -291,7 +296,8 @@ class Sequence:
             recomputed_tokens=self.recomputed, reused_tokens=self.reused, max_fill=self.max_fill,
             prefill_seconds=t_pre, prefill_tokens_per_s=(self.prompt_total - self.reused) / t_pre if t_pre else 0.0,
             generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text,
-            tokens=list(self.tokens), logits=self.trace, scored_tokens=self.scored, nll=self.nll)
+            tokens=list(self.tokens), logits=self.trace, scored_tokens=self.scored, nll=self.nll,
+            token_logprobs=list(self.lps))
 
     def close(self) -> None:
         if self.sampler:

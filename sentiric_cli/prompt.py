@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .doctokens import tokenize_document
 from .llama import Model
 
 INSTRUCTION = "Read the document below, then answer the question."
@@ -26,7 +27,9 @@ class Layout:
     templated: bool
 
 
-def layout(model: Model, prompt: str, document: str | None, instruction: str = INSTRUCTION, raw: bool = False) -> Layout:
+def layout(model: Model, prompt: str, document: str | None, instruction: str = INSTRUCTION, raw: bool = False,
+           progress=None) -> Layout:
+    """The three parts, tokenized; progress(chars done, chars) is called while a long document is tokenized."""
     template = None if raw else model.chat_template()
     if document:
         content = f"{instruction}\n\nQuestion: {prompt}\n\nDocument:\n{_MARK}\n\nQuestion: {prompt}"
@@ -45,7 +48,7 @@ def layout(model: Model, prompt: str, document: str | None, instruction: str = I
         head_text, tail_text = content.split(_MARK, 1)
         head = model.tokenize(head_text, add_special=True, parse_special=False)
         tail = model.tokenize(tail_text + plain_tail, add_special=False, parse_special=False)
-    body = model.tokenize(document, add_special=False, parse_special=False)
+    body = tokenize_document(model, document, progress=progress)  # linear and interruptible, same tokens
     return Layout(head, body, tail, bool(template))
 
 

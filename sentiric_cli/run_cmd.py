@@ -51,7 +51,7 @@ def run(
     llama.set_verbose(verbose)
     err = Console(stderr=True)
     with Engine(settings, model_path(settings.model)) as engine:
-        lay = layout(engine.model, prompt, document, instruction, raw)
+        lay = _layout(engine, prompt, document, instruction, raw, err)
         request = Request.from_settings(settings, lay.head, lay.body, lay.tail, stop=tuple(stop))
         record = _stream(engine, request, as_json, err)
         offsets = byte_offsets(engine.model, lay.body) if document else None
@@ -91,6 +91,20 @@ def _read_document(file: Path | None) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SentiricError(f"{where}: not UTF-8 text (bad byte at {e.start})", "convert it to UTF-8 first") from None
+
+
+def _layout(engine: Engine, prompt: str, document: str | None, instruction: str, raw: bool, err: Console):
+    """Tokenize (a long document takes a while: a progress bar; Ctrl-C stops it like any other phase)."""
+    bar = Progress(TextColumn("tokenizing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    task = bar.add_task("tokenize", total=len(document or prompt))
+    try:
+        with bar:
+            return layout(engine.model, prompt, document, instruction, raw,
+                          progress=lambda done, _total: bar.update(task, completed=done))
+    except KeyboardInterrupt:
+        err.print("sentiric: interrupted while tokenizing the document; nothing was generated", markup=False)
+        raise typer.Exit(130) from None
 
 
 def _stream(engine: Engine, request: Request, as_json: bool, err: Console) -> Record:

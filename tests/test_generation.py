@@ -58,3 +58,17 @@ def test_same_seed_same_sample_and_temperature_zero_is_deterministic(bundled):
         g1, g2 = (run(engine, Request(head=head, max_tokens=16)) for _ in range(2))
     assert a.tokens == b.tokens and a.tokens != c.tokens
     assert g1.tokens == g2.tokens
+
+
+def test_token_logprobs_are_the_sampled_tokens_log_probabilities(bundled):
+    from sentiric_cli.engine import log_softmax
+
+    with Engine(Settings(context_size=256), bundled) as engine:
+        m = engine.model
+        req = dict(head=[m.bos], body=m.tokenize("The capital of France is"), max_tokens=6)
+        traced = run(engine, Request(**req, trace=True))
+        light = run(engine, Request(**req, token_logprobs=True))
+    assert light.tokens == traced.tokens and len(light.token_logprobs) == len(light.tokens)
+    expected = [float(log_softmax(row)[t]) for row, t in zip(traced.logits, traced.tokens)]
+    assert all(abs(a - b) < 1e-6 for a, b in zip(light.token_logprobs, expected))
+    assert all(lp <= 0 for lp in light.token_logprobs) and light.logits == []  # one float per token, no rows kept
