@@ -16,7 +16,7 @@ from .doctokens import tokenize_document
 from .llama import Model
 
 INSTRUCTION = "Read the document below, then answer the question."
-_MARK = "\u2063SENTIRIC-DOCUMENT\u2063"  # invisible separator: cannot occur in the rendered template by accident
+MARK = "\u2063SENTIRIC-DOCUMENT\u2063"  # invisible separator: cannot occur in the rendered template by accident
 
 
 @dataclass
@@ -30,26 +30,33 @@ class Layout:
 def layout(model: Model, prompt: str, document: str | None, instruction: str = INSTRUCTION, raw: bool = False,
            progress=None) -> Layout:
     """The three parts, tokenized; progress(chars done, chars) is called while a long document is tokenized."""
-    template = None if raw else model.chat_template()
     if document:
-        content = f"{instruction}\n\nQuestion: {prompt}\n\nDocument:\n{_MARK}\n\nQuestion: {prompt}"
+        content = f"{instruction}\n\nQuestion: {prompt}\n\nDocument:\n{MARK}\n\nQuestion: {prompt}"
         plain_tail = "\nAnswer:"
     else:  # a prompt alone is the body: a long one streams through the window like a document
-        content, plain_tail = _MARK, ""
+        content, plain_tail = MARK, ""
         document = prompt
+    head, tail, templated = frame(model, content, plain_tail, raw)
+    body = tokenize_document(model, document, progress=progress)  # linear and interruptible, same tokens
+    return Layout(head, body, tail, templated)
+
+
+def frame(model: Model, content: str, plain_tail: str = "", raw: bool = False) -> tuple[list[int], list[int], bool]:
+    """Head and tail tokens around MARK in `content`: one user turn of the model's chat template, or plain text
+    (then `plain_tail` is the answer cue). Returns (head, tail, templated)."""
+    template = None if raw else model.chat_template()
     if template:
         rendered = model.apply_template(template, [("user", content)])
-        if _MARK not in rendered:
+        if MARK not in rendered:
             raise RuntimeError("the chat template dropped the document marker")
-        head_text, tail_text = rendered.split(_MARK, 1)
+        head_text, tail_text = rendered.split(MARK, 1)
         head = model.tokenize(head_text, add_special=True, parse_special=True)
         tail = model.tokenize(tail_text, add_special=False, parse_special=True)
     else:
-        head_text, tail_text = content.split(_MARK, 1)
+        head_text, tail_text = content.split(MARK, 1)
         head = model.tokenize(head_text, add_special=True, parse_special=False)
         tail = model.tokenize(tail_text + plain_tail, add_special=False, parse_special=False)
-    body = tokenize_document(model, document, progress=progress)  # linear and interruptible, same tokens
-    return Layout(head, body, tail, bool(template))
+    return head, tail, bool(template)
 
 
 def byte_offsets(model: Model, tokens: list[int]) -> list[int]:

@@ -1,10 +1,10 @@
-"""`sentiric run`: one prompt over a document of any length, streamed through a shifting window."""
+"""`sentiric run`: one prompt over a document of any length: one shifting window, or map-reduce over chunks."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import typer
@@ -14,9 +14,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from . import llama
 from .bundled import model_path
 from .engine import Engine, Piece, Record, Request
-from .engine import Progress as Step
 from .errors import SentiricError
-from .prompt import INSTRUCTION, byte_offsets, layout
+from .longdoc import STRATEGIES, LongRecord, PhaseProgress, answer
+from .prompt import INSTRUCTION, byte_offsets
 from .settings import load_settings
 
 MAX_DOCUMENT = 1 << 30  # 1 GiB of text is far past any use; refuse before reading it into memory
@@ -35,33 +35,48 @@ def run(
     stop: list[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable)."),
     instruction: str = typer.Option(INSTRUCTION, "--instruction", help="Text pinned before the question."),
     raw: bool = typer.Option(False, "--raw", help="Ignore the model's chat template: plain text."),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", help=f"Long documents: {' | '.join(STRATEGIES)} "
+                                        "(auto: one read when it fits, else map; docs/run.md)."),
+    threads: int | None = typer.Option(None, "--threads", "-t", min=1, max=256,
+                                       help="map: chunks read at once (each its own KV window)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer + record) instead of streaming."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show llama.cpp's log on stderr."),
 ) -> None:
-    """Answer PROMPT over a document of any length: the window shifts, memory stays bounded.
+    """Answer PROMPT over a document of any length, in bounded memory.
 
-    The summary on stderr says what was kept and what was evicted; --json has it all.
+    auto reads the document once when it fits the window; otherwise map reads it in chunks, `threads` at a
+    time, and reduces their partial answers, citing where the answer came from. window streams it through one
+    shifting window. The summary on stderr says what was read and where the answer came from; --json has it all.
     """
     if not prompt.strip():
         raise SentiricError("the prompt is empty", 'give a question, e.g. sentiric run -f doc.txt "What is the pass key?"')
+    if strategy is not None and strategy not in STRATEGIES:
+        raise SentiricError(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", "see docs/run.md")
     overrides = {"model": model, "context_size": context, "max_tokens": max_tokens, "temperature": temperature,
-                 "seed": seed, "n_keep": n_keep, "threads": 1}  # one prompt: one KV stream, not THREADS of them
+                 "seed": seed, "n_keep": n_keep, "strategy": strategy, "threads": threads}
     settings = load_settings(profile, overrides)
     document = _read_document(file)
+    if not document or settings.strategy == "window":
+        settings.threads = 1  # one stream through one window: one KV stream, not THREADS of them
     llama.set_verbose(verbose)
     err = Console(stderr=True)
+    base = Request.from_settings(settings, [], stop=tuple(stop))
     with Engine(settings, model_path(settings.model)) as engine:
-        lay = _layout(engine, prompt, document, instruction, raw, err)
-        request = Request.from_settings(settings, lay.head, lay.body, lay.tail, stop=tuple(stop))
-        record = _stream(engine, request, as_json, err)
-        offsets = byte_offsets(engine.model, lay.body) if document else None
+        rec = _stream(lambda progress: answer(engine, prompt, document, settings.strategy, instruction=instruction,
+                                              raw=raw, base=base, progress=progress), as_json, err, len(document or prompt))
+        window = rec.window_record
+        offsets = byte_offsets(engine.model, rec.tokens) if document and rec.strategy != "map" else None
         cpu = engine.model.cpu.path
     if as_json:
-        print(json.dumps({"answer": record.text, "record": _record_dict(record, offsets), "cpu_path": cpu}, indent=2))
+        out = {"answer": rec.answer, "strategy": rec.strategy, "threads": settings.threads,
+               "record": _record_dict(window, offsets) if window else None, "longdoc": _longdoc_dict(rec),
+               "cpu_path": cpu}
+        print(json.dumps(out, indent=2))
     else:
         sys.stdout.write("\n")
-        err.print(summary(record, offsets), markup=False, highlight=False, soft_wrap=True)
-    if record.finish_reason == "interrupted":
+        text = summary(window, offsets) if rec.strategy != "map" else map_summary(rec, settings.threads)
+        err.print(text, markup=False, highlight=False, soft_wrap=True)
+    if rec.finish_reason == "interrupted":
         raise typer.Exit(130)
 
 
@@ -93,45 +108,36 @@ def _read_document(file: Path | None) -> str | None:
         raise SentiricError(f"{where}: not UTF-8 text (bad byte at {e.start})", "convert it to UTF-8 first") from None
 
 
-def _layout(engine: Engine, prompt: str, document: str | None, instruction: str, raw: bool, err: Console):
-    """Tokenize (a long document takes a while: a progress bar; Ctrl-C stops it like any other phase)."""
-    bar = Progress(TextColumn("tokenizing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                   console=err, transient=True, disable=not err.is_terminal)
-    task = bar.add_task("tokenize", total=len(document or prompt))
-    try:
-        with bar:
-            return layout(engine.model, prompt, document, instruction, raw,
-                          progress=lambda done, _total: bar.update(task, completed=done))
-    except KeyboardInterrupt:
-        err.print("sentiric: interrupted while tokenizing the document; nothing was generated", markup=False)
-        raise typer.Exit(130) from None
-
-
-def _stream(engine: Engine, request: Request, as_json: bool, err: Console) -> Record:
-    bar = Progress(TextColumn("reading"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
-                   TextColumn("{task.fields[speed]:,.0f} tok/s"), TextColumn("{task.fields[shifts]} shifts"),
+def _stream(make_events, as_json: bool, err: Console, chars: int) -> LongRecord:
+    """Show each phase's progress on stderr, the answer on stdout; Ctrl-C ends with what there is (exit 130)."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
-    task = bar.add_task("prefill", total=len(request.head) + len(request.body) + len(request.tail), speed=0.0, shifts=0)
-    events = engine.stream(request)
+    tasks: dict[str, int] = {"tokenize": bar.add_task("tokenizing (characters)", total=max(chars, 1))}
+    events = make_events(lambda done, _total: bar.update(tasks["tokenize"], completed=done))
     record = None
     with bar:
-        while record is None:
-            try:
-                for ev in events:
-                    if isinstance(ev, Step):
-                        bar.update(task, completed=ev.prefilled, speed=ev.tokens_per_s, shifts=ev.shifts)
-                    elif isinstance(ev, Piece) and not as_json:
-                        bar.stop()
-                        sys.stdout.write(ev.text)
-                        sys.stdout.flush()
-                    elif isinstance(ev, Record):
-                        record = ev
-            except KeyboardInterrupt:  # Ctrl-C while we were printing: stop cleanly, keep what came
-                for ev in _drain(events):
-                    if isinstance(ev, Piece) and not as_json:
-                        sys.stdout.write(ev.text)
-                    elif isinstance(ev, Record):
-                        record = ev
+        try:
+            for ev in events:
+                if isinstance(ev, PhaseProgress):
+                    label = {"read": "reading (tokens)", "map": "map (chunks read)"}.get(ev.phase, ev.phase + " (groups)")
+                    if ev.phase not in tasks:
+                        tasks[ev.phase] = bar.add_task(label, total=max(ev.total, 1))
+                    bar.update(tasks[ev.phase], completed=ev.done, total=max(ev.total, 1))
+                elif isinstance(ev, Piece) and not as_json:
+                    bar.stop()
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+                elif isinstance(ev, LongRecord):
+                    record = ev
+        except KeyboardInterrupt:  # Ctrl-C while we were printing: stop cleanly, keep what came
+            for ev in _drain(events):
+                if isinstance(ev, Piece) and not as_json:
+                    sys.stdout.write(ev.text)
+                elif isinstance(ev, LongRecord):
+                    record = ev
+    if record is None:  # interrupted before anything was read (e.g. while tokenizing)
+        err.print("sentiric: interrupted before an answer; nothing was generated", markup=False)
+        raise typer.Exit(130)
     return record
 
 
@@ -140,8 +146,29 @@ def _drain(events):
         ev = events.throw(KeyboardInterrupt())
         yield ev
         yield from events
-    except StopIteration:
+    except (StopIteration, KeyboardInterrupt):  # nothing left to end cleanly (e.g. interrupted between chunks)
         return
+
+
+def _longdoc_dict(r: LongRecord) -> dict:
+    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("window_record", "tokens")}  # no deep copies
+    d["partials"] = [asdict(p) for p in r.partials]
+    d["phases"] = [asdict(p) for p in r.phases]
+    return d
+
+
+def map_summary(r: LongRecord, threads: int) -> str:
+    parts = [f"map: {len(r.chunks)} chunks of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) from "
+             f"{r.document_tokens:,} document tokens, {threads} at a time"]
+    confident = [p for p in r.partials if p.confidence >= 0.6]
+    parts.append(f"{len(confident)} confident partial answer{'s' if len(confident) != 1 else ''}")
+    if r.found:
+        cites = ", ".join(f"chunk {c} = bytes {s:,}..{e:,}" for c, (s, e) in zip(r.cited_chunks, r.citations, strict=True))
+        parts.append(f"answer drew on {cites}; {r.reduce_rounds} reduce round{'s' if r.reduce_rounds != 1 else ''}")
+    else:
+        parts.append("no chunk gave a confident answer")
+    parts.append(", ".join(f"{p.name} {p.tokens_read:,} tokens read in {p.seconds:.1f} s" for p in r.phases))
+    return "; ".join(parts)
 
 
 def _record_dict(r: Record, offsets: list[int] | None) -> dict:

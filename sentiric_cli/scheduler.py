@@ -66,13 +66,15 @@ class Scheduler:
 
     # ---- called from the event loop
 
-    def submit(self, request: Request, stream: bool = True) -> Job:
+    def submit(self, request: Request, stream: bool = True, internal: bool = False) -> Job:
+        """Queue a request. internal: part of an accepted long-document request (a chunk), which keeps at most
+        `threads` of them in flight: not counted against the queue limit, or a long document would 429 itself."""
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue(), stream=stream)
         with self.cv:
             if not self.accepting:
                 raise QueueFull("the server is shutting down")
-            if len(self.queue) >= self.max_queue:
+            if not internal and len(self.queue) >= self.max_queue:
                 self.counters.rejected += 1
                 raise QueueFull(f"queue full ({self.max_queue} waiting)")
             self.queue.append(job)

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .engine import Engine, Piece, Record, Request, log_softmax
 from .errors import SentiricError
 from .scheduler import QueueFull, Scheduler
+from .serve_longdoc import long_answer, record_json, usage
 from .settings import Settings
 
 
@@ -32,6 +33,13 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str
+
+
+class LongDocument(BaseModel):
+    """The `sentiric` extension: a document answered with a long-document strategy (docs/serve.md)."""
+    model_config = ConfigDict(extra="forbid")
+    document: str = Field(min_length=1)
+    strategy: Literal["auto", "window", "map"] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -53,6 +61,7 @@ class _Common(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
+    sentiric: LongDocument | None = None
 
 
 class CompletionBody(_Common):
@@ -216,11 +225,76 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
         finally:  # the client went away mid-stream (or we are done): free the slot at the next step
             job.cancel()
 
+    async def serve_long(http: HTTPRequest, body: _Common, question: str, kind: str, endpoint: str):
+        """A question over body.sentiric.document with a long-document strategy (serve_longdoc.py)."""
+        t0 = time.perf_counter()
+        strategy = body.sentiric.strategy or settings.strategy
+        base = request_for(body, [], [])
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        progress: asyncio.Queue = asyncio.Queue()
+        task = asyncio.ensure_future(long_answer(scheduler, model, question, body.sentiric.document, strategy, base,
+                                                 on_progress=lambda *p: progress.put_nowait(p)))
+        if body.stream:
+            return StreamingResponse(_sse_long(task, progress, rid, created, kind, t0, endpoint),
+                                     media_type="text/event-stream")
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                if not task.done() and await http.is_disconnected():
+                    task.cancel()
+            rec = task.result()
+        except QueueFull as e:
+            return error(429, str(e), "rate_limit_error", headers={"Retry-After": "1"})
+        except SentiricError as e:
+            return error(400, str(e))
+        finally:
+            task.cancel()
+        latency.labels(endpoint).observe(time.perf_counter() - t0)
+        out = json.loads(_final(rid, created, kind, rec.answer, None, model_id).body)
+        out["choices"][0]["finish_reason"] = "length" if rec.finish_reason == "length" else "stop"
+        out["usage"] = usage(rec)
+        out["sentiric"] = record_json(rec)
+        return JSONResponse(out)
+
+    async def _sse_long(task, progress, rid, created, kind, t0, endpoint):
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        try:
+            if kind == "chat":
+                yield _event(rid, created, obj, {"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                 "finish_reason": None}, model=model_id)
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                while not progress.empty():  # SSE comments: clients ignore them; they show the phases
+                    phase, done, total = progress.get_nowait()
+                    yield f": {phase} {done}/{total}\n\n"
+            try:
+                rec = task.result()
+            except (SentiricError, QueueFull) as e:
+                yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'invalid_request_error'}})}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            reason = "length" if rec.finish_reason == "length" else "stop"
+            text = ({"index": 0, "delta": {"content": rec.answer}, "finish_reason": None} if kind == "chat"
+                    else {"index": 0, "text": rec.answer, "logprobs": None, "finish_reason": None})
+            yield _event(rid, created, obj, text, model=model_id)
+            last = ({"index": 0, "delta": {}, "finish_reason": reason} if kind == "chat"
+                    else {"index": 0, "text": "", "logprobs": None, "finish_reason": reason})
+            data = json.loads(_event(rid, created, obj, last, usage(rec), model=model_id)[len("data: "):])
+            data["sentiric"] = record_json(rec)
+            yield f"data: {json.dumps(data)}\n\n"
+            yield "data: [DONE]\n\n"
+            latency.labels(endpoint).observe(time.perf_counter() - t0)
+        finally:  # the client went away mid-stream: stop submitting chunks, cut the ones in flight
+            task.cancel()
+
     @app.post("/v1/completions")
     async def completions(body: CompletionBody, http: HTTPRequest):
         prompt = body.prompt if isinstance(body.prompt, str) else (body.prompt[0] if len(body.prompt) == 1 else None)
         if prompt is None:
             return error(400, "one prompt per request (send a string, or a list of one)", param="prompt")
+        if body.sentiric is not None:
+            return await serve_long(http, body, prompt, "text", "completions")
         toks = model.tokenize(prompt, add_special=True, parse_special=True)
         if not toks:
             return error(400, "the prompt is empty", param="prompt")
@@ -231,6 +305,11 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, http: HTTPRequest):
+        if body.sentiric is not None:
+            question = next((m.content for m in reversed(body.messages) if m.role == "user"), None)
+            if not question:
+                return error(400, "a long-document request needs a user message with the question", param="messages")
+            return await serve_long(http, body, question, "chat", "chat_completions")
         head, rest = chat_tokens(model, [(m.role, m.content) for m in body.messages])
         req = request_for(body, head, rest)
         if not model.chat_template():  # plain `role: text` turns: the next turn ends the answer

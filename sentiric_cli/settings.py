@@ -41,6 +41,9 @@ class Settings(BaseModel):
     swa_full: bool = Field(False, description="Full-size cache for sliding-window layers; needed to shift their context")
     use_mmap: bool = Field(True, description="Map the model file instead of reading it into RAM")
     kv_offload: bool = Field(True, description="Keep the KV cache of offloaded layers on the GPU")
+    strategy: Literal["auto", "window", "map"] = Field(
+        "auto", description="Long documents (run, serve): auto = one read when prompt + document fit the window, else "
+        "map; window = stream through one shifting window; map = chunks read `threads` at a time, then reduced")
     n_keep: int = Field(-1, ge=-1, description="Tokens pinned at the head when the window shifts; -1 = the whole prompt head")
     shift_discard: float = Field(0.25, gt=0.0, le=1.0,
                                  description="Share of the unpinned window evicted per shift (more = fewer shifts, less context)")

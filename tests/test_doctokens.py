@@ -59,7 +59,7 @@ def test_no_piece_is_longer_than_the_limit_and_progress_is_reported(model):
     pieces = counting.sizes
     assert len(pieces) > len(text) // 2048 and max(pieces) <= 2048  # each call is bounded: linear in total
     assert sum(pieces) == len(text)
-    assert seen[-1] == (len(text), len(text)) and all(a[0] < b[0] for a, b in zip(seen, seen[1:]))
+    assert seen[-1] == (len(text), len(text)) and all(a[0] < b[0] for a, b in zip(seen, seen[1:], strict=False))
 
 
 def test_text_without_spaces_is_still_cut_and_kept_whole(model):
@@ -77,7 +77,7 @@ def test_chunks_cover_the_document_with_the_overlap_and_end_on_sentences(model):
     size, overlap = 700, 48
     chunks = split(offsets, data, size, overlap)
     assert chunks[0].start == 0 and chunks[-1].end == len(tokens)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert b.start <= a.end, "a gap: tokens no chunk reads"
         assert a.end - b.start <= 2 * overlap
         assert b.start > a.start

@@ -69,6 +69,6 @@ def test_token_logprobs_are_the_sampled_tokens_log_probabilities(bundled):
         traced = run(engine, Request(**req, trace=True))
         light = run(engine, Request(**req, token_logprobs=True))
     assert light.tokens == traced.tokens and len(light.token_logprobs) == len(light.tokens)
-    expected = [float(log_softmax(row)[t]) for row, t in zip(traced.logits, traced.tokens)]
-    assert all(abs(a - b) < 1e-6 for a, b in zip(light.token_logprobs, expected))
+    expected = [float(log_softmax(row)[t]) for row, t in zip(traced.logits, traced.tokens, strict=True)]
+    assert all(abs(a - b) < 1e-6 for a, b in zip(light.token_logprobs, expected, strict=True))
     assert all(lp <= 0 for lp in light.token_logprobs) and light.logits == []  # one float per token, no rows kept

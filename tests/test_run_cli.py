@@ -28,7 +28,7 @@ def one_line_error(r: subprocess.CompletedProcess, text: str) -> None:
 def test_answer_over_a_document_streams_and_summarises(tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text(FILLER + " The secret word is banana. ")
-    r = sentiric("-f", str(doc), "-c", "512", "-n", "8", "What is the secret word?")
+    r = sentiric("-f", str(doc), "-c", "512", "-n", "8", "--strategy", "window", "What is the secret word?")
     assert r.returncode == 0, r.stderr.decode()
     assert "banana" in r.stdout.decode()
     summary = r.stderr.decode()
@@ -36,7 +36,7 @@ def test_answer_over_a_document_streams_and_summarises(tmp_path):
 
 
 def test_json_has_the_answer_and_the_record_and_reads_stdin():
-    r = sentiric("-c", "512", "-n", "8", "--json", "What is the secret word?",
+    r = sentiric("-c", "512", "-n", "8", "--json", "--strategy", "window", "What is the secret word?",
                  stdin=(FILLER + " The secret word is banana. ").encode())
     assert r.returncode == 0, r.stderr.decode()
     out = json.loads(r.stdout)

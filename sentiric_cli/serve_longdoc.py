@@ -1,0 +1,126 @@
+"""Long-document strategies for API users: the `sentiric` extension of a request body, run through the scheduler.
+
+    {"messages": [...], "sentiric": {"document": "<text of any length>", "strategy": "auto"}}
+
+The question is the last user message (or the completion prompt); the document travels apart from it so
+that `map` can read it in chunks with the question pinned before each. Other servers ignore the field.
+The map requests go through the same scheduler as everyone else's, at most `threads` at a time per long
+request, so other clients keep being served between chunks. The answer comes back as usual, with the
+record in a `sentiric` field of the response (and of the last streamed chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import asdict, fields
+
+from .doctokens import tokenize_document
+from .engine import Record, Request
+from .errors import SentiricError
+from .longdoc import NOT_FOUND, LongRecord, MapJob, Phase
+from .longdoc.mapreduce import clean, like
+from .prompt import INSTRUCTION, MARK, layout
+from .scheduler import Scheduler
+
+
+async def _one(scheduler: Scheduler, req: Request) -> Record:
+    job = scheduler.submit(req, stream=False, internal=True)
+    record = None
+    try:
+        while True:
+            ev = await job.events.get()
+            if ev is None:
+                break
+            if isinstance(ev, Exception):
+                raise ev
+            if isinstance(ev, Record):
+                record = ev
+    except BaseException:
+        job.cancel()
+        raise
+    if record is None or record.finish_reason == "interrupted":
+        raise SentiricError("the long-document request was cut (server stopping or client gone)")
+    return record
+
+
+async def run_many(scheduler: Scheduler, requests: list[Request], limit: int, on_done=None) -> list[Record]:
+    """Every request through the scheduler, at most `limit` in flight; records in request order."""
+    todo = deque(enumerate(requests))
+    out: list[Record | None] = [None] * len(requests)
+    inflight: dict[asyncio.Task, int] = {}
+    try:
+        while todo or inflight:
+            while todo and len(inflight) < limit:
+                i, r = todo.popleft()
+                inflight[asyncio.ensure_future(_one(scheduler, r))] = i
+            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                out[inflight.pop(task)] = task.result()
+                if on_done:
+                    on_done(len(requests) - len(todo) - len(inflight), len(requests))
+    finally:
+        for task in inflight:
+            task.cancel()
+    return out
+
+
+async def long_answer(scheduler: Scheduler, model, question: str, document: str, strategy: str, base: Request,
+                      raw: bool = False, on_progress=None) -> LongRecord:
+    window = scheduler.engine.ctx.n_ctx_seq
+    slots = scheduler.engine.ctx.n_seq_max
+    t0 = time.perf_counter()
+    tokens = await asyncio.to_thread(tokenize_document, model, document)  # long: off the event loop
+    phases = [Phase("tokenize", len(tokens), 0, time.perf_counter() - t0)]
+    lay = layout(model, question, MARK, INSTRUCTION, raw)
+    fits = len(lay.head) + len(tokens) + len(lay.tail) + min(base.max_tokens, window // 4) <= window
+    if strategy == "window" or (strategy == "auto" and fits):
+        t0 = time.perf_counter()
+        rec = await _one(scheduler, like(base, lay.head, tokens, lay.tail))
+        phases.append(Phase("read", rec.prompt_tokens, rec.generated_tokens, time.perf_counter() - t0))
+        return LongRecord("window" if strategy == "window" else "single", rec.text, True, len(tokens), phases=phases,
+                          finish_reason=rec.finish_reason, window_record=rec)
+    job = await asyncio.to_thread(MapJob, model, window, question, tokens, raw, base)
+    t0 = time.perf_counter()
+    recs = await run_many(scheduler, job.map_requests(), slots,
+                          lambda d, n: on_progress and on_progress("map", d, n))
+    for i, rec in enumerate(recs):
+        job.add_partial(i, rec)
+    phases.append(Phase("map", sum(r.prompt_tokens for r in recs), sum(r.generated_tokens for r in recs),
+                        time.perf_counter() - t0))
+    items = job.confident()
+    if not items:
+        return job.record(NOT_FOUND, phases)
+    rounds = 0
+    while True:
+        rounds += 1
+        groups = job.groups(items)
+        t0 = time.perf_counter()
+        if on_progress:
+            on_progress(f"reduce {rounds}", 0, len(groups))
+        if len(groups) == 1:
+            final = await _one(scheduler, job.reduce_request(groups[0], final=True))
+            phases.append(Phase(f"reduce {rounds}", final.prompt_tokens, final.generated_tokens,
+                                time.perf_counter() - t0))
+            return job.record(clean(final.text), phases, rounds, final)
+        recs = await run_many(scheduler, [job.reduce_request(g, final=False) for g in groups], slots)
+        phases.append(Phase(f"reduce {rounds}", sum(r.prompt_tokens for r in recs),
+                            sum(r.generated_tokens for r in recs), time.perf_counter() - t0))
+        merged = [job.merged(g, r) for g, r in zip(groups, recs, strict=True)]
+        items = [p for p in merged if p.answer] or merged
+
+
+def record_json(r: LongRecord) -> dict:
+    """The response's `sentiric` field: what ran, the chunks, the partial answers, the citations, the phases."""
+    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("window_record", "tokens", "answer")}
+    d["partials"] = [asdict(p) for p in r.partials]
+    d["phases"] = [asdict(p) for p in r.phases]
+    return d
+
+
+def usage(r: LongRecord) -> dict:
+    """Tokens read and written over every phase: a map-reduce costs what it read, not only the question."""
+    prompt = sum(p.tokens_read for p in r.phases if p.name != "tokenize")
+    completion = sum(p.generated_tokens for p in r.phases)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

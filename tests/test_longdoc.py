@@ -1,0 +1,141 @@
+"""Long documents (issue 9): map-reduce over chunks finds a fact anywhere, cites where, and says when it can't.
+
+All on the real bundled model (gemma 3 270M, base) with a 1024-token window: documents of 2x to 7x the
+window, pass keys from needles.py. The full grid (to 16x, with the window strategy beside it) is `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from needles import QUESTION, document, documents, sentences_for
+from openai import OpenAI
+from test_serve import server
+
+from sentiric_cli.engine import Engine, Piece, Request
+from sentiric_cli.longdoc import NOT_FOUND, LongRecord, MapJob, answer, run_pool
+from sentiric_cli.longdoc.mapreduce import CONFIDENT, _listing
+from sentiric_cli.prompt import INSTRUCTION
+from sentiric_cli.settings import Settings
+
+WINDOW = 1024
+
+
+@pytest.fixture(scope="module")
+def engine(bundled):
+    with Engine(Settings(context_size=WINDOW, threads=2, swa_full=True), bundled) as e:
+        yield e
+
+
+def ask(engine, text: str, question: str = QUESTION, strategy: str = "auto") -> tuple[LongRecord, str]:
+    pieces, rec = [], None
+    for ev in answer(engine, question, text, strategy, instruction=INSTRUCTION, base=Request(head=[], max_tokens=24)):
+        if isinstance(ev, Piece):
+            pieces.append(ev.text)
+        elif isinstance(ev, LongRecord):
+            rec = ev
+    assert rec is not None
+    return rec, "".join(pieces)
+
+
+@pytest.mark.parametrize("times,depth,key", [(2, 0.3, 40617), (7, 0.9, 73108)])
+def test_map_finds_the_key_and_cites_the_bytes_that_hold_it(engine, times, depth, key):
+    text, at = document(sentences_for(engine.model, times * WINDOW), depth, key, seed=times)
+    rec, streamed = ask(engine, text)
+    assert rec.strategy == "map" and rec.found
+    assert str(key) in rec.answer and streamed == rec.answer
+    assert rec.citations and any(s <= at and at + 20 <= e for s, e in rec.citations), (at, rec.citations)
+    assert len(rec.partials) == len(rec.chunks) > times  # every chunk gave a partial answer
+    assert [p.name for p in rec.phases][:2] == ["tokenize", "map"] and rec.reduce_rounds == 1
+    held = [p for p in rec.partials if p.byte_span[0] <= at < p.byte_span[1]]
+    assert any(str(key) in p.answer and p.confidence >= CONFIDENT for p in held)
+
+
+def test_a_key_in_the_first_middle_or_last_chunk_reaches_the_reduce_step(engine):
+    keys = [(0.02, 11873), (0.5, 52904), (0.98, 86315)]
+    text, ats = documents(sentences_for(engine.model, 5 * WINDOW), keys, seed=12)
+    job = MapJob(engine.model, engine.ctx.n_ctx_seq, QUESTION, engine.model.tokenize(text), False,
+                 Request(head=[], max_tokens=24))
+    for i, rec in run_pool(engine, job.map_requests()):
+        job.add_partial(i, rec)
+    listing = _listing(job.confident())  # exactly what the reduce step reads
+    first, last = job.chunks[0], job.chunks[-1]
+    assert first.byte_start <= ats[0] < first.byte_end and last.byte_start <= ats[2] < last.byte_end
+    for _, key in keys:
+        assert str(key) in listing, listing
+
+
+def test_two_facts_in_different_chunks_asked_together_are_both_answered(engine):
+    keys = [(0.15, 27145), (0.85, 64390)]
+    text, ats = documents(sentences_for(engine.model, 4 * WINDOW), keys, seed=5)
+    rec, _ = ask(engine, text, "What are the two pass keys?")
+    assert rec.strategy == "map" and all(str(k) in rec.answer for _, k in keys), rec.answer
+    assert len(rec.citations) == 2
+    for at in ats:
+        assert any(s <= at < e for s, e in rec.citations)
+
+
+def test_no_confident_chunk_means_the_answer_says_so(engine):
+    text, _ = document(sentences_for(engine.model, 3 * WINDOW), 0.5, 0, seed=3)
+    text = text.replace("The pass key is 0. Remember it. 0 is the pass key.", "")
+    rec, streamed = ask(engine, text)
+    assert not rec.found and rec.answer == NOT_FOUND == streamed
+    assert rec.citations == [] and all(p.confidence < CONFIDENT for p in rec.partials)
+
+
+def test_auto_reads_once_when_it_fits_and_window_streams(engine):
+    text, _ = document(sentences_for(engine.model, WINDOW // 2), 0.5, 31337, seed=1)
+    rec, _ = ask(engine, text)
+    assert rec.strategy == "single" and "31337" in rec.answer and rec.window_record.shifts == 0
+    long_text, _ = document(sentences_for(engine.model, 3 * WINDOW), 0.2, 31337, seed=1)
+    rec, _ = ask(engine, long_text, strategy="window")
+    assert rec.strategy == "window" and rec.window_record.shifts > 0  # one window, shifting: the old behaviour
+
+
+def _cli(*args: str, env: dict | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")} | (env or {})
+    return subprocess.run([sys.executable, "-m", "sentiric_cli", "run", *args], input=stdin, capture_output=True,
+                          env=environ | {"COLUMNS": "200"}, timeout=600)
+
+
+def test_run_strategy_flag_json_record_and_environment(engine, tmp_path):
+    text, at = document(sentences_for(engine.model, 3 * WINDOW), 0.6, 90210, seed=2)
+    doc = tmp_path / "doc.txt"
+    doc.write_text(text)
+    r = _cli("-f", str(doc), "-c", str(WINDOW), "-t", "2", "--strategy", "map", "--json", QUESTION)
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    assert out["strategy"] == "map" and "90210" in out["answer"] and out["threads"] == 2
+    ld = out["longdoc"]
+    assert any(s <= at < e for s, e in ld["citations"]) and ld["partials"] and ld["phases"]
+    assert {"chunk", "byte_span", "answer", "confidence"} <= set(ld["partials"][0])
+    r = _cli("-f", str(doc), "-c", str(WINDOW), QUESTION, env={"LLM_LLAMA_SERVICE_STRATEGY": "window"})
+    assert r.returncode == 0 and "shifts" in r.stderr.decode() and "map:" not in r.stderr.decode()
+    r = _cli("-f", str(doc), "--strategy", "everything", QUESTION)
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and "--strategy" in r.stderr.decode()
+
+
+def test_the_api_extension_round_trips_through_the_openai_client(engine):
+    text, at = document(sentences_for(engine.model, 3 * WINDOW), 0.4, 58213, seed=4)
+    with server("--threads", "2", "--context", str(WINDOW)) as (url, proc, banner):
+        c = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
+        extra = {"sentiric": {"document": text, "strategy": "map"}}
+        r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": QUESTION}], max_tokens=24,
+                                      temperature=0, extra_body=extra)
+        assert "58213" in r.choices[0].message.content and r.choices[0].finish_reason == "stop"
+        rec = r.model_extra["sentiric"]
+        assert rec["strategy"] == "map" and any(s <= at < e for s, e in rec["citations"])
+        assert r.usage.prompt_tokens > 3 * WINDOW  # every chunk read counts
+        chunks = list(c.chat.completions.create(model="x", messages=[{"role": "user", "content": QUESTION}],
+                                                max_tokens=24, temperature=0, extra_body=extra, stream=True))
+        assert "58213" in "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        assert chunks[-1].model_extra["sentiric"]["citations"] == rec["citations"]
+        done = c.completions.create(model="x", prompt=QUESTION, max_tokens=24, temperature=0, extra_body=extra)
+        assert "58213" in done.choices[0].text and done.model_extra["sentiric"]["found"]
+        plain = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+        assert "sentiric" not in (plain.model_extra or {})  # only when asked
