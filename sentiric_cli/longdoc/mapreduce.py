@@ -21,11 +21,13 @@ NOT_FOUND = "The document does not seem to contain the answer."
 # Few-shot frames: base models follow a worked example far better than an instruction. Each chunk is read
 # as the excerpt of a third example; the reduce step combines one-line partial answers the same way.
 MAP_FRAME = ("Answer the question using only the excerpt. When the excerpt does not contain the answer, answer: none."
-             "\n\nExcerpt: The library opens at nine. The roof was repaired last year by the town."
+             "\n\nQuestion: What is the name of the mayor?"
+             "\nExcerpt: The library opens at nine. The roof was repaired last year by the town."
              "\nQuestion: What is the name of the mayor?\nAnswer: none"
-             "\n\nExcerpt: The train leaves at 7:40 from platform 3. Tickets are sold at the door."
+             "\n\nQuestion: When do the two trains leave?"
+             "\nExcerpt: The train leaves at 7:40 from platform 3. Tickets are sold at the door."
              "\nQuestion: When do the two trains leave?\nAnswer: 7:40"
-             "\n\nExcerpt: {excerpt}\nQuestion: {question}")
+             "\n\nQuestion: {question}\nExcerpt: {excerpt}\nQuestion: {question}")
 REDUCE_FRAME = ("Combine the partial answers, found in different parts of a document, into one answer to the question."
                 "\n\nQuestion: When do the trains leave?\nPartial answers:\n- 7:40 (part 2)\n- 9:15 (part 5)"
                 "\nAnswer: 7:40 and 9:15"
@@ -88,7 +90,7 @@ def confidence(lps: list[float]) -> float:
     return math.exp(sum(lps) / len(lps)) if lps else 0.0
 
 
-_MARKER = re.compile(r"^(?:(?:and|or)\s+|\d+[.)]\s+|[-*]\s+)", re.IGNORECASE)
+_MARKER = re.compile(r"^(?:(?:and|or)\s+|\d{1,2}[.)]\s+|[-*]\s+)", re.IGNORECASE)  # "1. ", not "10007. "
 _PARTS = re.compile(r"[^,;]+?(?=\s*(?:,|;|\band\b|\bor\b|$))", re.IGNORECASE)
 
 
@@ -112,7 +114,8 @@ def grounded(text: str, pieces: list[bytes], lps: list[float], excerpt: str) -> 
         word = _MARKER.sub("", part)  # "and 64390", "1. The pass key is 64390": the quote is after the marker
         if word and word.lower() in excerpt.lower():
             at = m.start() + m.group(0).find(word)
-            spans.append((lead + at, lead + at + len(word), word))
+            if all(w.lower() != word.lower() for _, _, w in spans):  # "31877 and 31877": once
+                spans.append((lead + at, lead + at + len(word), word))
             exact = exact and word == part
     if not spans and len(stripped.split()) <= SHORT_WORDS:
         return stripped, []  # a short answer the excerpt does not contain is a guess: no confidence
@@ -150,6 +153,7 @@ class MapJob:
         self.data = b"".join(model.piece(t) for t in tokens)
         self.chunks = split(offsets, self.data, self.size, self.overlap)
         self.partials: list[Partial | None] = [None] * len(self.chunks)
+        self.question_words = _content(prompt)
         self.rhead, self.rtail, _ = frame(model, REDUCE_FRAME.format(question=prompt, excerpt=MARK), "\nAnswer:", raw)
         # a base model would write on past its answer line into a new example: stop at the line's end
         self.final_stop = base.stop if self.templated else (*base.stop, "\n")
@@ -167,6 +171,8 @@ class MapJob:
             ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", raw)]
             raw = raw[:ends[-1]] if ends else raw
         text, lps = grounded(raw, [self.model.piece(t) for t in rec.tokens], rec.token_logprobs, excerpt)
+        if len(text.split()) > SHORT_WORDS and not (_content(text) & self.question_words):
+            lps = []  # a long answer with not one word of the question: a copy of the excerpt, not an answer
         conf = 0.0 if text.lower().strip(".") in _NONE else round(confidence(lps), 4)
         self.partials[i] = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text, conf)
         return self.partials[i]
@@ -226,6 +232,16 @@ _PART_LABEL = re.compile(r"\s*\(parts? [\d, ]+\)")
 def clean(text: str) -> str:
     """The answer without the part labels a base model may copy from the listing (the record keeps sources)."""
     return _PART_LABEL.sub("", text).strip()
+
+
+_STOP = set("""what which who whom whose when where why how the and for are was were is be been this that these those
+with from into onto about does did do has have had its it's their there they them than then not but you your our
+any all can could would should will shall may might must""".split())
+
+
+def _content(text: str) -> set[str]:
+    """Content words (3+ letters, not a function word), lower case, for the question-relevance check."""
+    return {w for w in _words(text) if not w.isdigit() and w not in _STOP}
 
 
 def _words(text: str) -> set[str]:
