@@ -35,7 +35,7 @@ REDUCE_FRAME = ("Combine the partial answers, found in different parts of a docu
                 "\n\nQuestion: {question}\nPartial answers:\n{excerpt}")
 PARTIAL_TOKENS = 16  # a partial answer is short: a fact, a name, a number
 CONFIDENCE_TOKENS = 8  # confidence looks at an answer's first tokens: where a guess and a quote differ
-CONFIDENT = 0.6  # at which a partial answer counts; bundled model: quotes 0.68-0.85, guesses 0.43-0.53
+CONFIDENT = 0.6  # at which a partial answer counts; bundled model: quotes 0.68-0.97, guesses 0.43-0.53
 MAX_OVERLAP = 64
 SHORT_WORDS = 4  # an answer this short is a quote (a number, a name) or a guess: it must be in its excerpt
 _NONE = ("none", "")
