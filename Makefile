@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # llama-cpp-python ships as source: scripts/install_llama.py compiles llama.cpp for this CPU once
-# (~6-25 min on 2 cores) and keeps the wheel keyed by every build flag (docs/cpu.md)
+# (~5 min on 2 cores) and keeps the wheel keyed by every build flag (docs/cpu.md)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: install demo test bench lint docs clean
