@@ -123,6 +123,9 @@ def test_run_strategy_flag_json_record_and_environment(engine, tmp_path):
 def test_the_api_extension_round_trips_through_the_openai_client(engine):
     text, at = document(sentences_for(engine.model, 3 * WINDOW), 0.4, 58213, seed=4)
     with server("--threads", "2", "--context", str(WINDOW)) as (url, proc, banner):
+        cpu_line = proc.stderr.readline()  # the start-up summary's line after the plan (issue 8)
+        assert cpu_line.startswith("sentiric: CPU path: ") and ("repack" in cpu_line or "AMX" in cpu_line
+                                                                or "plain" in cpu_line), cpu_line
         c = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
         extra = {"sentiric": {"document": text, "strategy": "map"}}
         r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": QUESTION}], max_tokens=24,
