@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -16,6 +16,7 @@ from .bundled import model_path
 from .engine import Engine, Piece, Record, Request
 from .errors import SentiricError
 from .longdoc import STRATEGIES, LongRecord, PhaseProgress, answer
+from .longdoc.mapreduce import CONFIDENT, record_dict
 from .prompt import INSTRUCTION, byte_offsets
 from .settings import load_settings
 
@@ -69,7 +70,7 @@ def run(
         cpu = engine.model.cpu.path
     if as_json:
         out = {"answer": rec.answer, "strategy": rec.strategy, "threads": settings.threads,
-               "record": _record_dict(window, offsets) if window else None, "longdoc": _longdoc_dict(rec),
+               "record": _record_dict(window, offsets) if window else None, "longdoc": record_dict(rec),
                "cpu_path": cpu}
         print(json.dumps(out, indent=2))
     else:
@@ -150,17 +151,10 @@ def _drain(events):
         return
 
 
-def _longdoc_dict(r: LongRecord) -> dict:
-    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("window_record", "tokens")}  # no deep copies
-    d["partials"] = [asdict(p) for p in r.partials]
-    d["phases"] = [asdict(p) for p in r.phases]
-    return d
-
-
 def map_summary(r: LongRecord, threads: int) -> str:
     parts = [f"map: {len(r.chunks)} chunks of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) from "
              f"{r.document_tokens:,} document tokens, {threads} at a time"]
-    confident = [p for p in r.partials if p.confidence >= 0.6]
+    confident = [p for p in r.partials if p.confidence >= CONFIDENT]
     parts.append(f"{len(confident)} confident partial answer{'s' if len(confident) != 1 else ''}")
     if r.found:
         cites = ", ".join(f"chunk {c} = bytes {s:,}..{e:,}" for c, (s, e) in zip(r.cited_chunks, r.citations, strict=True))

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import asdict, fields
 
 from .doctokens import tokenize_document
 from .engine import Record, Request
 from .errors import SentiricError
 from .longdoc import NOT_FOUND, LongRecord, MapJob, Phase
-from .longdoc.mapreduce import clean, like
-from .prompt import INSTRUCTION, MARK, layout
+from .longdoc.mapreduce import clean, record_dict
+from .longdoc.strategies import one_read
+from .prompt import INSTRUCTION
 from .scheduler import Scheduler
 
 
@@ -73,11 +73,10 @@ async def long_answer(scheduler: Scheduler, model, question: str, document: str,
     t0 = time.perf_counter()
     tokens = await asyncio.to_thread(tokenize_document, model, document)  # long: off the event loop
     phases = [Phase("tokenize", len(tokens), 0, time.perf_counter() - t0)]
-    lay = layout(model, question, MARK, INSTRUCTION, raw)
-    fits = len(lay.head) + len(tokens) + len(lay.tail) + min(base.max_tokens, window // 4) <= window
-    if strategy == "window" or (strategy == "auto" and fits):
+    req = one_read(model, window, question, tokens, strategy, INSTRUCTION, raw, base)
+    if req is not None:
         t0 = time.perf_counter()
-        rec = await _one(scheduler, like(base, lay.head, tokens, lay.tail))
+        rec = await _one(scheduler, req)
         phases.append(Phase("read", rec.prompt_tokens, rec.generated_tokens, time.perf_counter() - t0))
         return LongRecord("window" if strategy == "window" else "single", rec.text, True, len(tokens), phases=phases,
                           finish_reason=rec.finish_reason, window_record=rec)
@@ -112,10 +111,9 @@ async def long_answer(scheduler: Scheduler, model, question: str, document: str,
 
 
 def record_json(r: LongRecord) -> dict:
-    """The response's `sentiric` field: what ran, the chunks, the partial answers, the citations, the phases."""
-    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("window_record", "tokens", "answer")}
-    d["partials"] = [asdict(p) for p in r.partials]
-    d["phases"] = [asdict(p) for p in r.phases]
+    """The response's `sentiric` field: the record without the answer (the message has it)."""
+    d = record_dict(r)
+    d.pop("answer")
     return d
 
 

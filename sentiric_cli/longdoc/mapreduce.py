@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from itertools import accumulate
 
 from ..engine import Record, Request
 from ..errors import SentiricError
-from ..prompt import MARK, byte_offsets, frame
+from ..prompt import MARK, frame
 from .chunks import split
 
 NOT_FOUND = "The document does not seem to contain the answer."
@@ -75,6 +76,14 @@ class LongRecord:
     finish_reason: str = "stop"
     window_record: Record | None = None  # the engine's record of the final (or only) read
     tokens: list[int] = field(default_factory=list, repr=False)  # the document's tokens (not reported)
+
+
+def record_dict(r: LongRecord) -> dict:
+    """What `run --json` and the server's `sentiric` field report: all but the engine record and the tokens."""
+    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("window_record", "tokens")}  # no deep copies
+    d["partials"] = [asdict(p) for p in r.partials]
+    d["phases"] = [asdict(p) for p in r.phases]
+    return d
 
 
 def confidence(lps: list[float]) -> float:
@@ -141,7 +150,7 @@ def like(base: Request, head, body, tail, **kw) -> Request:
 class MapJob:
     def __init__(self, model, window: int, prompt: str, tokens: list[int], raw: bool, base: Request,
                  overlap: int = MAX_OVERLAP) -> None:
-        self.model, self.window, self.prompt, self.tokens, self.raw, self.base = model, window, prompt, tokens, raw, base
+        self.model, self.window, self.tokens, self.base = model, window, tokens, base
         self.head, self.tail, self.templated = frame(model, MAP_FRAME.format(question=prompt, excerpt=MARK),
                                                      "\nAnswer:", raw)
         self.size = window - len(self.head) - len(self.tail) - PARTIAL_TOKENS - 1
@@ -149,8 +158,9 @@ class MapJob:
             raise SentiricError(f"a {window}-token window leaves {max(self.size, 0)} tokens per chunk after the "
                                 "question", "raise the context size or shorten the question")
         self.overlap = min(overlap, self.size // 8)
-        offsets = byte_offsets(model, tokens)
-        self.data = b"".join(model.piece(t) for t in tokens)
+        pieces = [model.piece(t) for t in tokens]  # once: the chunk boundaries and the excerpts both need them
+        offsets = list(accumulate((len(x) for x in pieces), initial=0))
+        self.data = b"".join(pieces)
         self.chunks = split(offsets, self.data, self.size, self.overlap)
         self.partials: list[Partial | None] = [None] * len(self.chunks)
         self.question_words = _content(prompt)
@@ -184,12 +194,15 @@ class MapJob:
     def groups(self, items: list[Partial]) -> list[list[Partial]]:
         """Partial answers in groups whose listing fits the reduce window."""
         room = self.window - len(self.rhead) - len(self.rtail) - min(self.base.max_tokens, self.window // 4) - 1
-        groups, cur = [], []
+        groups, cur, used = [], [], 0
         for p in items:
-            if cur and len(self.model.tokenize(_listing([*cur, p]))) > room:
+            # each line tokenized once; their sum bounds the listing (which writes a repeated answer once)
+            n = len(self.model.tokenize(_listing([p])))
+            if cur and used + n > room:
                 groups.append(cur)
-                cur = []
+                cur, used = [], 0
             cur.append(p)
+            used += n
         groups.append(cur)
         return groups
 

@@ -83,14 +83,22 @@ def answer(engine: Engine, prompt: str, document: str | None, strategy: str = "a
     t0 = time.perf_counter()
     tokens = tokenize_document(engine.model, document, progress=progress)
     phases = [Phase("tokenize", len(tokens), 0, time.perf_counter() - t0)]
-    lay = layout(engine.model, prompt, MARK, instruction, raw)  # for its head and tail around the document
     window = engine.ctx.n_ctx_seq
-    fits = len(lay.head) + len(tokens) + len(lay.tail) + min(base.max_tokens, window // 4) <= window
-    if strategy == "window" or (strategy == "auto" and fits):
-        name = "window" if strategy == "window" else "single"
-        yield from _read(engine, like(base, lay.head, tokens, lay.tail), name, tokens, phases)
+    req = one_read(engine.model, window, prompt, tokens, strategy, instruction, raw, base)
+    if req is not None:
+        yield from _read(engine, req, "window" if strategy == "window" else "single", tokens, phases)
         return
     yield from _map(engine, MapJob(engine.model, window, prompt, tokens, raw, base), phases)
+
+
+def one_read(model, window: int, prompt: str, tokens: list[int], strategy: str, instruction: str, raw: bool,
+             base: Request) -> Request | None:
+    """The request that reads the whole document at once, for `window`, or for `auto` when it fits; else None (map)."""
+    lay = layout(model, prompt, MARK, instruction, raw)  # for its head and tail around the document
+    fits = len(lay.head) + len(tokens) + len(lay.tail) + min(base.max_tokens, window // 4) <= window
+    if strategy == "window" or (strategy == "auto" and fits):
+        return like(base, lay.head, tokens, lay.tail)
+    return None
 
 
 def _read(engine: Engine, req: Request, name: str, tokens: list[int], phases: list[Phase]) -> Iterator:
