@@ -15,7 +15,7 @@ from . import __version__
 from .errors import SentiricError
 from .plan_cmd import plan
 from .run_cmd import run
-from .serve_cmd import serve
+from .serve.command import serve
 
 app = typer.Typer(
     name="sentiric",

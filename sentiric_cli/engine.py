@@ -10,7 +10,10 @@ head plus the newest tokens are prefilled again. Generation past the window end 
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import copy
+import dataclasses
 import math
 import time
 from collections import deque
@@ -49,6 +52,9 @@ class Request:
     trace: bool = False  # keep the logits each token was sampled from (tests compare runs with them)
     score: bool = False  # measure each document token's log-likelihood as it is read (perplexity)
     token_logprobs: bool = False  # keep each sampled token's log-probability (one float each: confidence)
+    top_logprobs: int = -1  # >= 0: each sampled token's log-probability and this many alternatives (Piece/Record.logprobs)
+    grammar: str | None = None  # GBNF: output constrained by llama.cpp's grammar sampler (structured output, tool calls)
+    n: int = 1  # answers to the same prompt: the prompt is read once, then copied into n - 1 more slots (Sequence.fork)
 
     @classmethod
     def from_settings(cls, s: Settings, head: list[int], body: list[int] = (), tail: list[int] = (), **kw) -> Request:
@@ -58,9 +64,15 @@ class Request:
         return cls(list(head), list(body), list(tail), **values)
 
 
+# one generated token's log-probability and its best alternatives: (token, logprob, ((token, logprob), ...))
+TokenLogprob = tuple[int, float, tuple[tuple[int, float], ...]]
+
+
 @dataclass
 class Piece:
     text: str
+    index: int = 0  # which of the request's n answers
+    logprobs: list[TokenLogprob] | None = None  # with Request.top_logprobs: the tokens this text came from
 
 
 @dataclass
@@ -97,6 +109,8 @@ class Record:
     scored_tokens: int = 0  # with Request.score: document tokens predicted from the window before them
     nll: float = 0.0  # their summed negative log-likelihood (nats)
     token_logprobs: list[float] = field(default_factory=list)  # with Request.token_logprobs, per generated token
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # with Request.top_logprobs, per generated token
+    index: int = 0  # which of the request's n answers
 
     @property
     def perplexity(self) -> float:
@@ -110,10 +124,27 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum())
 
 
-def _sampler(req: Request, n_vocab: int):
+def top_logprobs(logits: np.ndarray, token: int, k: int) -> TokenLogprob:
+    lp = log_softmax(logits)
+    best = np.argpartition(lp, -k)[-k:] if k else np.array([], dtype=int)
+    best = best[np.argsort(lp[best])[::-1]]
+    return int(token), float(lp[token]), tuple((int(t), float(lp[t])) for t in best)
+
+
+def grammar_sampler(model: Model, grammar: str):
+    """llama.cpp's grammar sampler for GBNF text; SentiricError when llama.cpp cannot parse it."""
+    g = C.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+    if not g:
+        raise SentiricError("the grammar does not parse (llama.cpp's GBNF)", "check the grammar / JSON schema")
+    return g
+
+
+def _sampler(req: Request, model: Model):
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+    if req.grammar:  # first: the samplers after it only see tokens the grammar allows
+        C.llama_sampler_chain_add(chain, grammar_sampler(model, req.grammar))
     if req.repeat_penalty != 1.0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(n_vocab, 64, req.repeat_penalty, 0.0, 0.0))
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(model.n_vocab, 64, req.repeat_penalty, 0.0, 0.0))
     if req.temperature <= 0:
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
         return chain
@@ -148,7 +179,10 @@ class Sequence:
             self.toks.append(tok)
             self.srcs.append(src)
         self.reused = len(self.toks)
-        self.sampler = _sampler(req, engine.model.n_vocab)
+        self.sampler = _sampler(req, engine.model)
+        self.index = 0
+        self.fork_slots: list[int] = []  # reserved slots that get a copy of this prompt's cache (Request.n)
+        self.forked: list[Sequence] = []  # the copies made, for the scheduler to place
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text, self.sent = "", 0
         self.events: list = []
@@ -165,6 +199,9 @@ class Sequence:
         self.tokens: list[int] = []
         self.trace: list = []
         self.lps: list[float] = []
+        self.top: list[TokenLogprob] = []
+        self.top_at: list[int] = []  # where each one's text starts in self.text: a stop string cuts both
+        self.top_sent = 0
         self.to_score: list[tuple[int, int]] = []  # (batch index, next document token) for this step
         self.scored_src, self.scored, self.nll = -1, 0, 0.0
 
@@ -236,12 +273,38 @@ class Sequence:
             done = self.prefilled
             self.events.append(Progress(done, self.prompt_total, self.shifts, done / elapsed if elapsed else 0.0))
             return
+        if self.t_prefill is None:
+            for i, slot in enumerate(self.fork_slots, 1):  # the prompt is read: copy it, sample the same logits
+                self.forked.append(self.fork(slot, i))
+            self.fork_slots = []
+        self._sample(self.logit_index)
+
+    def fork(self, slot: int, index: int) -> Sequence:
+        """Answer `index` of the same request in `slot`: the prompt's cache is copied (llama_memory_seq_cp, applied
+        by llama.cpp before the next decode), not read again; call right after the prompt's last decode."""
+        self.e.ctx.seq_cp(self.id, slot)
+        c = copy.copy(self)
+        c.id, c.index = slot, index
+        c.req = dataclasses.replace(self.req, n=1, seed=self.req.seed + index if self.req.seed >= 0 else -1)
+        c.sampler = _sampler(c.req, self.e.model)
+        c.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        c.pending, c.toks, c.srcs, c.evicted = deque(self.pending), list(self.toks), list(self.srcs), list(self.evicted)
+        c.top_at, c.top_sent = [], 0
+        c.events, c.tokens, c.trace, c.lps, c.top, c.to_score, c.forked, c.fork_slots = [], [], [], [], [], [], [], []
+        c.reused = len(c.toks)  # copied, not read
+        c._sample(self.logit_index)
+        return c
+
+    def _sample(self, idx: int) -> None:
         if self.req.trace:
-            self.trace.append(self.e.ctx.logits(self.logit_index))
-        tok = C.llama_sampler_sample(self.sampler, self.e.ctx.handle, self.logit_index)
+            self.trace.append(self.e.ctx.logits(idx))
+        tok = C.llama_sampler_sample(self.sampler, self.e.ctx.handle, idx)
         self.tokens.append(tok)
         if self.req.token_logprobs:
-            self.lps.append(float(log_softmax(self.e.ctx.logits(self.logit_index))[tok]))
+            self.lps.append(float(log_softmax(self.e.ctx.logits(idx))[tok]))
+        if self.req.top_logprobs >= 0 and not self.e.model.is_eog(tok):
+            self.top.append(top_logprobs(self.e.ctx.logits(idx), tok, self.req.top_logprobs))
+            self.top_at.append(len(self.text))
         if self.t_prefill is None:
             self.t_prefill = time.perf_counter()
             self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
@@ -270,13 +333,19 @@ class Sequence:
 
     def _send(self, upto: int) -> None:
         if upto > self.sent:
-            self.events.append(Piece(self.text[self.sent:upto]))
+            lps = None
+            if self.req.top_logprobs >= 0:  # the tokens this text came from (those starting before its end)
+                end = bisect.bisect_left(self.top_at, upto, lo=self.top_sent)
+                lps, self.top_sent = self.top[self.top_sent:end], end
+            self.events.append(Piece(self.text[self.sent:upto], self.index, lps))
             self.sent = upto
 
     def finish(self, reason: str) -> None:
         if self.done:
             return
         self.text += self.decoder.decode(b"", final=True)
+        if reason != "stop":  # cut on length: a held-back start of a stop string is not part of the answer
+            self.text = self.text[:len(self.text) - _partial_stop(self.text, self.req.stop)]
         self._send(len(self.text))
         self.done, self.finish_reason = True, reason
         if not (self.keep_cache and self.path == "none"):  # a shifted window is no prefix of anything
@@ -297,7 +366,8 @@ class Sequence:
             prefill_seconds=t_pre, prefill_tokens_per_s=(self.prompt_total - self.reused) / t_pre if t_pre else 0.0,
             generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text,
             tokens=list(self.tokens), logits=self.trace, scored_tokens=self.scored, nll=self.nll,
-            token_logprobs=list(self.lps))
+            token_logprobs=list(self.lps), logprobs=self.top[:bisect.bisect_left(self.top_at, len(self.text))],
+            index=self.index)
 
     def close(self) -> None:
         if self.sampler:
@@ -379,6 +449,11 @@ class Engine:
     def stream(self, request: Request) -> Iterator[Piece | Progress | Record]:
         for _, event in self.stream_many([request]):
             yield event
+
+
+def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that is the start of a stop string."""
+    return max((k for s in stops for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])), default=0)
 
 
 def _interrupt(seqs: list[Sequence]) -> None:

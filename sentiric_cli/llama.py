@@ -71,6 +71,7 @@ class Model:
         self.vocab = C.llama_model_get_vocab(self.handle)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         self.bos = C.llama_vocab_bos(self.vocab)
+        self.eos = C.llama_vocab_eos(self.vocab)
         self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
@@ -91,6 +92,13 @@ class Model:
             buf = ctypes.create_string_buffer(-n)
             n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
+
+    def special_text(self, token: int) -> str:
+        """A special token's text (`<bos>`), as chat templates write it; "" for none."""
+        if token < 0:
+            return ""
+        t = C.llama_vocab_get_text(self.vocab, token)
+        return t.decode("utf-8", errors="replace") if t else ""
 
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
@@ -170,6 +178,10 @@ class Context:
 
     def seq_add(self, seq: int, p0: int, p1: int, delta: int) -> None:
         C.llama_memory_seq_add(self.mem, seq, p0, p1, delta)
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        """Copy a whole sequence into another (another KV stream: llama.cpp copies the buffer at the next update)."""
+        C.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
 
     def seq_pos_max(self, seq: int) -> int:
         return C.llama_memory_seq_pos_max(self.mem, seq)

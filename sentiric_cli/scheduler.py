@@ -30,6 +30,7 @@ class Job:
     events: asyncio.Queue
     stream: bool = True  # False: no per-token events, only the final record (fewer wake-ups of the event loop)
     cancelled: bool = False
+    running: int = 0  # its sequences in slots (n answers: one, then n once the prompt is read and copied)
     submitted: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
@@ -55,6 +56,7 @@ class Scheduler:
         self.max_queue = max_queue
         n = engine.ctx.n_seq_max
         self.slots: list[tuple[Sequence, Job] | None] = [None] * n
+        self.reserved: set[int] = set()  # slots held for the copies of a prompt being read (Request.n)
         self.cached: list[list[int]] = [[] for _ in range(n)]  # tokens a free slot still holds from 0
         self.queue: deque[Job] = deque()
         self.cv = threading.Condition()
@@ -67,14 +69,20 @@ class Scheduler:
     # ---- called from the event loop
 
     def submit(self, request: Request, stream: bool = True, internal: bool = False) -> Job:
-        """Queue a request. internal: part of an accepted long-document request (a chunk), which keeps at most
-        `threads` of them in flight: not counted against the queue limit, or a long document would 429 itself."""
+        """Queue a request. At most `max_queue` requests wait beyond those a free slot takes (0: no waiting).
+        internal: part of an accepted long-document request (a chunk), which keeps at most `threads` of them in
+        flight: not counted against the queue limit, or a long document would 429 itself."""
+        if request.n > len(self.slots):
+            raise SentiricError(f"n={request.n} answers need {request.n} slots; this server has {len(self.slots)}",
+                                "ask for fewer, or serve with more --threads")
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue(), stream=stream)
         with self.cv:
             if not self.accepting:
                 raise QueueFull("the server is shutting down")
-            if not internal and len(self.queue) >= self.max_queue:
+            taken = sum(s is not None for s in self.slots) + len(self.reserved)
+            waiting = sum(j.request.n for j in self.queue) + request.n - (len(self.slots) - taken)
+            if not internal and waiting > self.max_queue:
                 self.counters.rejected += 1
                 raise QueueFull(f"queue full ({self.max_queue} waiting)")
             self.queue.append(job)
@@ -83,7 +91,7 @@ class Scheduler:
 
     def status(self) -> dict:
         with self.cv:
-            busy = sum(s is not None for s in self.slots)
+            busy = sum(s is not None for s in self.slots) + len(self.reserved)
             return {"total": len(self.slots), "busy": busy, "free": len(self.slots) - busy, "queue": len(self.queue)}
 
     def shutdown(self, timeout: float) -> None:
@@ -123,6 +131,13 @@ class Scheduler:
                     for seq in running:
                         seq.events.append(e)
                         seq.finish("error")
+            for seq, job in active:  # n answers: place the prompt's copies in their reserved slots
+                for c in seq.forked:
+                    self.reserved.discard(c.id)
+                    self.cached[c.id] = []
+                    self.slots[c.id] = (c, job)
+                    job.running += 1
+                seq.forked = []
             for slot, pair in enumerate(self.slots):
                 if pair is not None:
                     self._dispatch(slot, *pair)
@@ -133,8 +148,8 @@ class Scheduler:
 
     def _admit(self) -> None:
         while self.queue:
-            free = [i for i, s in enumerate(self.slots) if s is None]
-            if not free:
+            free = [i for i, s in enumerate(self.slots) if s is None and i not in self.reserved]
+            if len(free) < self.queue[0].request.n:  # in order: a request for n answers waits for n slots
                 return
             job = self.queue.popleft()
             if job.cancelled:
@@ -155,6 +170,9 @@ class Scheduler:
                 continue
             self.cached[slot] = []
             self.slots[slot] = (seq, job)
+            job.running = 1
+            seq.fork_slots = [i for i in free if i != slot][:job.request.n - 1]
+            self.reserved.update(seq.fork_slots)
 
     def _dispatch(self, slot: int, seq: Sequence, job: Job) -> None:
         while seq.events:
@@ -171,11 +189,14 @@ class Scheduler:
                 continue  # the record carries the whole text
             self._send(job, ev)
         if seq.done:
-            self._send(job, None)  # end of stream
             seq.close()
+            job.running -= 1
+            if not job.running:
+                self._send(job, None)  # end of stream
             with self.cv:
                 self.slots[slot] = None
                 self.cached[slot] = list(seq.toks)  # empty unless the cache was kept (no shift)
+                self.reserved.difference_update(seq.fork_slots)  # done before its prompt was read: not copied
 
     @staticmethod
     def _send(job: Job, event) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SentiricError
 
@@ -56,11 +56,23 @@ class Settings(BaseModel):
     max_tokens: int = Field(256, ge=1, le=1_048_576, description="Most tokens generated per answer")
     host: str = Field("127.0.0.1", description="Address the server binds to")
     port: int = Field(8080, ge=0, le=65535, description="Port the server listens on; 0 = any free port")
-    api_key: str | None = Field(None, description="When set, every route but /health needs `Authorization: Bearer KEY`")
-    queue_size: int = Field(64, ge=0, le=100000, description="Requests waiting for a slot; past it the server answers 429")
+    api_key: str | None = Field(None, description="When set, every route but /health and the model list needs the key "
+                                "(`Authorization: Bearer KEY` or `x-api-key: KEY`)")
+    queue_size: int = Field(64, ge=0, le=100000, description="Requests waiting for a slot when all are busy; past it the "
+                            "server answers 429 (0 = no waiting)")
+    cors_origins: list[str] = Field(["http://localhost", "http://127.0.0.1", "http://[::1]", "https://localhost",
+                                     "https://127.0.0.1", "https://[::1]"],
+                                    description="Web pages (origins) whose scripts may call the server; without a port "
+                                    "any port; `*` = any site (comma-separated in the environment)")
+    embeddings: bool = Field(False, description="Serve /v1/embeddings (a second llama.cpp context, pooled embeddings)")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it)")
     shutdown_timeout: float = Field(10.0, ge=0.0, le=3600.0,
                                     description="Seconds running requests get to finish after SIGTERM before they are cut")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split(cls, v):
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -20,6 +20,14 @@ def bundled() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hermes_gguf(bundled, tmp_path_factory) -> Path:
+    """The bundled weights with a Qwen 2.5 (Hermes tool-call) chat template: the template and tools paths."""
+    from templated import HERMES, with_template
+
+    return with_template(bundled, tmp_path_factory.mktemp("templated") / "hermes.gguf", HERMES)
+
+
+@pytest.fixture(scope="session")
 def synth(tmp_path_factory):
     """synth(arch, **kw) -> path of a tiny model, written once per distinct request."""
     root = tmp_path_factory.mktemp("synth")

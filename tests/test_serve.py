@@ -3,60 +3,22 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-from openai import OpenAI
+from live import client, server
 
 PROMPTS = [f"Question {i}: what colour is the {thing}? Answer:" for i, thing in
            enumerate(["sky", "grass", "sun", "snow", "night", "sea", "blood", "coal"])]
-
-
-@contextmanager
-def server(*args: str, env: dict | None = None):
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")} | (env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "serve", "--port", "0", *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=environ, text=True)
-    banner = ""
-    try:
-        while "plan on" not in banner:
-            line = proc.stderr.readline()
-            if not line:
-                raise RuntimeError(f"server did not start: {banner}{proc.stderr.read()}")
-            banner += line
-        url = re.search(r"http://[\d.]+:\d+", banner).group(0)
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url, proc, banner
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture(scope="module")
 def two():
     with server("--threads", "2", "--context", "512") as s:
         yield s
-
-
-def client(url: str, key: str = "none") -> OpenAI:
-    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
 
 
 def test_openai_client_chat_and_completion_streaming_and_not(two):
@@ -154,6 +116,20 @@ def test_flood_past_the_queue_gets_429_and_health_answers_throughout():
     assert health and all(code == 200 and seconds < 1.0 for code, seconds in health)
 
 
+def test_queue_size_0_serves_on_a_free_slot_and_refuses_when_none_is():
+    with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_QUEUE_SIZE": "0"}) as (url, _, _):
+        idle = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
+        assert idle.status_code == 200, idle.text  # nothing waits, and nothing had to
+        with cf.ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(httpx.post, f"{url}/v1/completions", timeout=120,
+                               json={"prompt": "Once upon a time", "max_tokens": 300, "temperature": 0.8})
+            while httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
+                time.sleep(0.05)
+            refused = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
+            assert busy.result().status_code == 200
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+
+
 def test_bad_requests_get_their_4xx_and_the_server_keeps_serving(two):
     url, _, _ = two
     post = lambda path, **kw: httpx.post(f"{url}{path}", timeout=30, **kw)  # noqa: E731
@@ -176,14 +152,26 @@ def test_bad_requests_get_their_4xx_and_the_server_keeps_serving(two):
     assert _ask(url, PROMPTS[0])  # still serving
 
 
-def test_api_key_guards_every_route_but_health():
+def test_api_key_guards_every_route_but_health_and_models():
     with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_API_KEY": "s3cret"}) as (url, _, _):
         assert httpx.get(f"{url}/health").status_code == 200
-        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/v1/models").status_code == 200  # public, as llama-server's
         assert httpx.get(f"{url}/metrics").status_code == 401
-        assert httpx.post(f"{url}/v1/completions", json={"prompt": "x"}).json()["error"]["type"] == "authentication_error"
+        assert httpx.get(f"{url}/v1/nothing-here").status_code == 404  # unknown routes: 404, key or not
+        refused = httpx.post(f"{url}/v1/completions", json={"prompt": "x"})
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+        wrong = httpx.post(f"{url}/v1/completions", json={"prompt": "x"}, headers={"x-api-key": "s3cres"})
+        assert wrong.status_code == 401
+        by_header = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 1},
+                               headers={"x-api-key": "s3cret"})
+        assert by_header.status_code == 200, by_header.text
         ok = client(url, "s3cret").completions.create(model="x", prompt="Hello", max_tokens=2)
         assert ok.choices[0].text is not None
+        preflight = httpx.options(f"{url}/v1/chat/completions", headers={
+            "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert preflight.status_code == 200  # no key needed for a preflight
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
 
 
 def test_sigterm_stops_within_the_bound_and_exits_0():

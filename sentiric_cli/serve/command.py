@@ -8,16 +8,16 @@ import sys
 
 import typer
 
-from . import llama
-from .bundled import model_path
-from .device import select_device
-from .engine import Engine
-from .errors import SentiricError
-from .gguf_header import read_header
-from .memory import MiB
-from .modelinfo import model_info
-from .planner import make_plan
-from .settings import load_settings
+from .. import llama
+from ..bundled import model_path
+from ..device import select_device
+from ..engine import Engine
+from ..errors import SentiricError
+from ..gguf_header import read_header
+from ..memory import MiB
+from ..modelinfo import model_info
+from ..planner import make_plan
+from ..settings import load_settings
 
 
 def serve(
@@ -27,15 +27,18 @@ def serve(
     port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Port (0 = any free port)."),
     threads: int | None = typer.Option(None, "--threads", "-t", min=1, max=256, help="Requests served at once."),
     context: int | None = typer.Option(None, "--context", "-c", min=16, help="Tokens of window per request."),
+    embeddings: bool | None = typer.Option(None, "--embeddings/--no-embeddings",
+                                           help="Serve /v1/embeddings (a second, small llama.cpp context)."),
+    api_key: str | None = typer.Option(None, "--api-key", help="Require this key (Authorization: Bearer KEY or x-api-key)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show llama.cpp's log and each HTTP request."),
 ) -> None:
-    """Serve /v1/chat/completions and /v1/completions (streaming or not), /v1/models, /health, /metrics."""
+    """Serve the OpenAI API (chat, completions, responses, embeddings, models), /tokenize, /health, /metrics."""
     import uvicorn
 
-    from .server import create_app
+    from .app import create_app
 
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
-                                       "context_size": context})
+                                       "context_size": context, "embeddings": embeddings, "api_key": api_key})
     path = model_path(settings.model)
     header = read_header(path)
     plan = make_plan(header, model_info(header), select_device(), settings, set(settings.model_fields_set) |
@@ -55,7 +58,8 @@ def serve(
         m = plan.memory
         print(f"sentiric: serving {path.name} on http://{settings.host}:{bound} "
               f"({settings.threads} threads x {settings.context_size} tokens, queue {settings.queue_size}"
-              f"{', API key required' if settings.api_key else ''})", file=sys.stderr)
+              f"{', API key required' if settings.api_key else ''}"
+              f"{', embeddings on' if settings.embeddings else ''})", file=sys.stderr)
         print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
               f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
               f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 
-from .doctokens import tokenize_document
-from .engine import Record, Request
-from .errors import SentiricError
-from .longdoc import NOT_FOUND, LongRecord, MapJob, Phase
-from .longdoc.mapreduce import clean, record_dict
-from .longdoc.strategies import one_read
-from .prompt import INSTRUCTION
-from .scheduler import Scheduler
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..doctokens import tokenize_document
+from ..engine import Record, Request
+from ..errors import SentiricError
+from ..longdoc import NOT_FOUND, LongRecord, MapJob, Phase
+from ..longdoc.mapreduce import clean, record_dict
+from ..longdoc.strategies import one_read
+from ..prompt import INSTRUCTION
+from ..scheduler import QueueFull, Scheduler
+from .drive import build_request
+from .errors import BadRequest
+from .shapes import DONE, sse
 
 
 async def _one(scheduler: Scheduler, req: Request) -> Record:
@@ -122,3 +129,70 @@ def usage(r: LongRecord) -> dict:
     prompt = sum(p.tokens_read for p in r.phases if p.name != "tokenize")
     completion = sum(p.generated_tokens for p in r.phases)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
+    """A question over body.sentiric.document with a long-document strategy: the answer in OpenAI's shape with the
+    record in a `sentiric` field; streamed as SSE comments per phase, then the answer."""
+    if body.n != 1:
+        raise BadRequest("n: one answer per long-document request", "n")
+    t0 = time.perf_counter()
+    strategy = body.sentiric.strategy or srv.settings.strategy
+    base = build_request(srv, body, [], [])
+    rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    head = {"id": rid, "created": int(time.time()), "model": srv.model_id}
+    progress: asyncio.Queue = asyncio.Queue()
+    task = asyncio.ensure_future(long_answer(srv.scheduler, srv.model, question, body.sentiric.document, strategy,
+                                             base, on_progress=lambda *p: progress.put_nowait(p)))
+
+    def choice(rec: LongRecord | None, last: bool) -> dict:
+        why = None if not last else ("length" if rec.finish_reason == "length" else "stop")
+        text = rec.answer if rec is not None and not (last and body.stream) else ""
+        if kind == "chat":
+            part = {"role": "assistant", "content": text} if not body.stream else ({} if last else {"content": text})
+            return {"index": 0, ("delta" if body.stream else "message"): part, "logprobs": None, "finish_reason": why}
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": why}
+
+    if body.stream:
+        async def stream():
+            obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+            try:
+                if kind == "chat":
+                    yield sse({**head, "object": obj, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                                                   "logprobs": None, "finish_reason": None}]})
+                while not task.done():
+                    await asyncio.wait({task}, timeout=1.0)
+                    while not progress.empty():  # SSE comments: clients ignore them; they show the phases
+                        phase, done, total = progress.get_nowait()
+                        yield f": {phase} {done}/{total}\n\n"
+                try:
+                    rec = task.result()
+                except (SentiricError, QueueFull) as e:
+                    yield sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None,
+                                         "code": 400}})
+                    yield DONE
+                    return
+                yield sse({**head, "object": obj, "choices": [choice(rec, False)]})
+                yield sse({**head, "object": obj, "choices": [choice(rec, True)], "usage": usage(rec),
+                           "sentiric": record_json(rec)})
+                yield DONE
+                srv.latency.labels(f"{kind}_completions").observe(time.perf_counter() - t0)
+            finally:  # the client went away mid-stream: stop submitting chunks, cut the ones in flight
+                task.cancel()
+        return StreamingResponse(stream(), media_type="text/event-stream")
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if not task.done() and await http.is_disconnected():
+                task.cancel()
+        rec = task.result()
+    except QueueFull as e:
+        raise BadRequest(str(e), status=429, headers={"Retry-After": "1"}) from None
+    except SentiricError as e:
+        raise BadRequest(str(e)) from None
+    finally:
+        task.cancel()
+    srv.latency.labels(f"{kind}_completions").observe(time.perf_counter() - t0)
+    out = {**head, "object": "chat.completion" if kind == "chat" else "text_completion",
+           "choices": [choice(rec, True)], "usage": usage(rec), "sentiric": record_json(rec)}
+    return JSONResponse(out)

@@ -1,0 +1,194 @@
+"""The FastAPI app: middleware (body limit, API key, CORS), OpenAI-shaped errors, and the small routes
+(health, models, metrics, tokenize, detokenize). The generating routes live in their own modules.
+
+Every route answers with and without the /v1 prefix, as llama-server's do. /health and the model list are
+public; everything else needs the key when one is set (Authorization: Bearer KEY, or x-api-key: KEY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+
+from fastapi import APIRouter, FastAPI
+from fastapi import Request as HTTPRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from ..engine import Engine
+from ..scheduler import Scheduler
+from ..settings import Settings
+from . import completions, embeddings, responses
+from .drive import Server, server
+from .errors import BadRequest, error
+from .errors import response as error_response
+from .schemas import DetokenizeBody, TokenizeBody
+
+PUBLIC = {"/health", "/v1/health", "/models", "/v1/models"}
+router = APIRouter()
+
+
+class _Stats:
+    """Prometheus view of the scheduler, read at scrape time."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.s = scheduler
+
+    def collect(self):
+        c, st = self.s.counters, self.s.status()
+        for name, value, doc in (("requests", c.requests, "Requests completed"),
+                                 ("prompt_tokens", c.prompt_tokens, "Prompt tokens read"),
+                                 ("generated_tokens", c.generated_tokens, "Tokens generated"),
+                                 ("shifts", c.shifts, "Window shifts"),
+                                 ("evicted_tokens", c.evicted_tokens, "Document tokens evicted from windows"),
+                                 ("reused_tokens", c.reused_tokens, "Prompt tokens reused from a slot's cache"),
+                                 ("rejected", c.rejected, "Requests refused with 429"),
+                                 ("cancelled", c.cancelled, "Requests whose client went away")):
+            yield CounterMetricFamily(f"sentiric_{name}", doc, value=value)
+        yield GaugeMetricFamily("sentiric_active_slots", "Slots serving a request", value=st["busy"])
+        yield GaugeMetricFamily("sentiric_queue_depth", "Requests waiting for a slot", value=st["queue"])
+
+
+def origin_pattern(origins: list[str]) -> str:
+    """CORS origins as one regex: `*` is any origin; an origin without a port matches it on any port."""
+    if "*" in origins:
+        return ".*"
+    alts = [re.escape(o.rstrip("/")) + ("" if re.search(r":\d+$", o.rstrip("/")) else r"(:\d+)?") for o in origins]
+    return "^(" + "|".join(alts) + ")$" if alts else "^$"
+
+
+def key_ok(request: HTTPRequest, key: str) -> bool:
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    return hmac.compare_digest(given.encode(), key.encode())  # constant time: the key's bytes do not leak by timing
+
+
+def create_app(engine: Engine, settings: Settings, profile: str | None = None, model_id: str = "sentiric") -> FastAPI:
+    registry = CollectorRegistry()
+    scheduler = Scheduler(engine, settings.queue_size)
+    registry.register(_Stats(scheduler))
+    latency = Histogram("sentiric_request_seconds", "Request latency", ["endpoint"], registry=registry,
+                        buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+    srv = Server(engine, scheduler, settings, model_id, profile, latency)
+    if settings.embeddings:
+        srv.embedder = embeddings.Embedder(engine.model, settings)
+    app = FastAPI(title="sentiric", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = srv
+    app.state.scheduler = scheduler
+    app.state.registry = registry
+
+    @app.middleware("http")
+    async def guard(request: HTTPRequest, call_next):
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > settings.max_body_bytes:
+            return error(413, f"request body over {settings.max_body_bytes} bytes", param="body")
+        path = request.url.path
+        if settings.api_key and path not in PUBLIC and not path.startswith("/v1/models/"):
+            known = any(r.matches(request.scope)[0] != Match.NONE for r in app.router.routes)
+            if known and not key_ok(request, settings.api_key):  # unknown routes fall through to 404
+                return error(401, "missing or wrong API key (send Authorization: Bearer KEY, or x-api-key: KEY)",
+                             "authentication_error")
+        return await call_next(request)
+
+    # added last, so outermost: preflights are answered before the key check, errors carry CORS headers too
+    app.add_middleware(CORSMiddleware, allow_origin_regex=origin_pattern(settings.cors_origins),
+                       allow_methods=["*"], allow_headers=["*"], allow_credentials=False, max_age=600)
+
+    @app.exception_handler(BadRequest)
+    async def bad(_request, exc: BadRequest):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error(400, "invalid JSON in the request body")
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
+        msg = first.get("msg", "invalid")
+        return error(400, f"{where}: {msg}" if where else msg, param=where)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    for module in (completions, responses, embeddings):
+        app.include_router(module.router)
+    app.include_router(router)
+
+    @app.on_event("shutdown")
+    def _stop() -> None:
+        scheduler.shutdown(settings.shutdown_timeout)
+        if srv.embedder is not None:
+            srv.embedder.close()
+
+    return app
+
+
+@router.get("/health")
+@router.get("/v1/health", include_in_schema=False)
+async def health(http: HTTPRequest):
+    srv = server(http)
+    st = srv.scheduler.status()
+    return {"status": "ok" if srv.scheduler.accepting else "stopping", "model": srv.model_id, "profile": srv.profile,
+            "slots": {k: st[k] for k in ("total", "busy", "free")}, "queue": st["queue"]}
+
+
+@router.get("/metrics")
+async def metrics(http: HTTPRequest):
+    return PlainTextResponse(generate_latest(http.app.state.registry).decode(), media_type="text/plain; version=0.0.4")
+
+
+def _model(srv: Server) -> dict:
+    return {"id": srv.model_id, "object": "model", "created": srv.started, "owned_by": "sentiric",
+            "meta": {"n_ctx": srv.settings.context_size, "threads": srv.settings.threads,
+                     "n_vocab": srv.model.n_vocab}}
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def models(http: HTTPRequest):
+    return {"object": "list", "data": [_model(server(http))]}
+
+
+@router.get("/v1/models/{model_id:path}")
+@router.get("/models/{model_id:path}", include_in_schema=False)
+async def one_model(model_id: str, http: HTTPRequest):
+    srv = server(http)
+    if model_id != srv.model_id:
+        raise BadRequest(f"the model '{model_id}' does not exist; this server has '{srv.model_id}'", "model",
+                         status=404, kind="invalid_request_error")
+    return _model(srv)
+
+
+@router.post("/tokenize")
+@router.post("/v1/tokenize", include_in_schema=False)
+async def tokenize(body: TokenizeBody, http: HTTPRequest):
+    model = server(http).model
+    toks = await asyncio.to_thread(model.tokenize, body.content, body.add_special, body.parse_special)
+    if not body.with_pieces:
+        return {"tokens": toks}
+
+    def piece(t: int):
+        raw = model.piece(t)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:  # part of a character: the bytes, as llama-server sends them
+            return list(raw)
+    return {"tokens": [{"id": t, "piece": piece(t)} for t in toks]}
+
+
+@router.post("/detokenize")
+@router.post("/v1/detokenize", include_in_schema=False)
+async def detokenize(body: DetokenizeBody, http: HTTPRequest):
+    model = server(http).model
+    bad = next((t for t in body.tokens if t < 0 or t >= model.n_vocab), None)
+    if bad is not None:
+        raise BadRequest(f"tokens: {bad} is not a token id (0..{model.n_vocab - 1})", "tokens")
+    text = b"".join(model.piece(t) for t in body.tokens).decode("utf-8", errors="replace")
+    return {"content": text}

@@ -1,0 +1,132 @@
+"""Running one request through the scheduler for a route: submit, wait (watching the client), or stream.
+
+Routes shape what comes back; this module only moves events. A client that goes away cancels its job:
+its slots are freed at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import Request as HTTPRequest
+from llama_cpp import llama_cpp as C
+from prometheus_client import Histogram
+
+from ..engine import Engine, Piece, Record, Request, grammar_sampler
+from ..errors import SentiricError
+from ..scheduler import Job, QueueFull, Scheduler
+from ..settings import Settings
+from .errors import BadRequest
+
+
+@dataclass
+class Server:
+    """What every route needs: the loaded model, its scheduler, the settings; created once by create_app."""
+    engine: Engine
+    scheduler: Scheduler
+    settings: Settings
+    model_id: str
+    profile: str | None
+    latency: Histogram
+    embedder: object | None = None
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def model(self):
+        return self.engine.model
+
+
+def server(http: HTTPRequest) -> Server:
+    return http.app.state.server
+
+
+def submit(srv: Server, req: Request, stream: bool) -> Job:
+    try:
+        return srv.scheduler.submit(req, stream=stream)
+    except QueueFull as e:
+        raise BadRequest(str(e), status=429, headers={"Retry-After": "1"}) from None
+    except SentiricError as e:
+        raise BadRequest(str(e), "n") from None
+
+
+def _failure(ev: Exception) -> BadRequest:
+    if isinstance(ev, SentiricError):
+        return BadRequest(str(ev))
+    return BadRequest(str(ev), status=500)
+
+
+async def collect(http: HTTPRequest, job: Job) -> list[Record]:
+    """Every answer's record (index order), watching for the client going away while it waits."""
+    records: dict[int, Record] = {}
+    try:
+        while True:
+            try:
+                ev = await asyncio.wait_for(job.events.get(), timeout=0.5)
+            except asyncio.TimeoutError:  # nothing yet: is the client still there?
+                if await http.is_disconnected():
+                    job.cancel()
+                continue
+            if ev is None:
+                break
+            if isinstance(ev, Exception):
+                raise _failure(ev)
+            if isinstance(ev, Record):
+                records[ev.index] = ev
+    finally:
+        job.cancel()  # no-op when done; frees the slots when the handler is cancelled or failed
+    if not records:
+        raise BadRequest("the request was cut before it started (server stopping)", status=500)
+    return [records[i] for i in sorted(records)]
+
+
+async def events(job: Job) -> AsyncIterator[Piece | Record]:
+    """The job's pieces and records as they come; an error event raises BadRequest."""
+    try:
+        while True:
+            ev = await job.events.get()
+            if ev is None:
+                return
+            if isinstance(ev, Exception):
+                raise _failure(ev)
+            if isinstance(ev, Piece | Record):
+                yield ev
+    finally:  # the client went away mid-stream (or we are done): free the slots at the next step
+        job.cancel()
+
+
+def usage(records: list[Record]) -> dict:
+    """The prompt is read once for n answers; each answer's tokens count."""
+    prompt = records[0].prompt_tokens if records else 0
+    done = sum(r.generated_tokens for r in records)
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+
+def reason(r: Record) -> str:
+    return "length" if r.finish_reason == "length" else "stop"
+
+
+def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: str | None = None,
+                  top_logprobs: int = -1, n: int = 1) -> Request:
+    """The engine request for a body's sampling fields, over the server's settings."""
+    if n > srv.settings.threads:
+        raise BadRequest(f"n: at most {srv.settings.threads} (this server's threads); got {n}", "n")
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    if any(not s for s in stop):
+        raise BadRequest("stop: empty strings cannot end an answer", "stop")
+    overrides = {k: v for k, v in {"temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
+                                   "min_p": body.min_p, "repeat_penalty": body.repeat_penalty,
+                                   "seed": body.seed}.items() if v is not None}
+    if overrides.get("seed", 0) < 0:
+        overrides["seed"] = -1
+    longest = (getattr(body, "max_completion_tokens", None) or getattr(body, "max_output_tokens", None)
+               or body.max_tokens or srv.settings.max_tokens)
+    if grammar is not None:
+        try:
+            C.llama_sampler_free(grammar_sampler(srv.model, grammar))  # parses it: a bad grammar is the client's 400
+        except SentiricError as e:
+            raise BadRequest(str(e), "grammar") from None
+    return Request.from_settings(srv.settings, head, rest, stop=stop, max_tokens=longest, grammar=grammar,
+                                 top_logprobs=top_logprobs, n=n, **overrides)

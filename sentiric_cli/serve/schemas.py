@@ -1,0 +1,155 @@
+"""Request bodies of the OpenAI API (and llama.cpp's extensions to it), as pydantic models.
+
+Unknown fields are ignored, as OpenAI's SDKs send fields this server has no use for (`user`, `store`, ...).
+Shapes are checked here; meanings (a part type we cannot read, a schema we cannot compile) in conversions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Part(BaseModel):
+    """One part of a message's content; only text parts are read (messages.py says which others are refused)."""
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(_Loose):
+    name: str
+    arguments: str | dict[str, Any] = "{}"
+
+
+class ToolCall(_Loose):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Loose):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[Part] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class Function(_Loose):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Loose):
+    type: Literal["function"]
+    function: Function
+
+
+class NamedFunction(_Loose):
+    name: str
+
+
+class NamedToolChoice(_Loose):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class LongDocument(BaseModel):
+    """The `sentiric` extension: a document answered with a long-document strategy (docs/serve.md)."""
+    model_config = ConfigDict(extra="forbid")
+    document: str = Field(min_length=1)
+    strategy: Literal["auto", "window", "map"] | None = None
+
+
+class StreamOptions(_Loose):
+    include_usage: bool = False
+
+
+class Sampling(_Loose):
+    """What completions, chat and responses share: sampling, length, structured output."""
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=1_048_576)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, ge=0.0, le=10.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    grammar: str | None = None  # llama.cpp: GBNF
+    json_schema: dict[str, Any] | None = None  # llama.cpp: output follows this JSON schema
+
+
+class _Common(Sampling):
+    n: int = Field(1, ge=1, le=128)
+    sentiric: LongDocument | None = None
+
+
+class CompletionBody(_Common):
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+
+
+class ChatBody(_Common):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1_048_576)
+    response_format: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class ResponseInputPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ResponseInputItem(_Loose):
+    type: Literal["message"] = "message"
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[ResponseInputPart]
+
+
+class ResponseText(_Loose):
+    format: dict[str, Any] | None = None
+
+
+class ResponsesBody(Sampling):
+    input: str | list[ResponseInputItem]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1, le=1_048_576)
+    text: ResponseText | None = None
+    previous_response_id: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class EmbeddingBody(_Loose):
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+
+class TokenizeBody(_Loose):
+    content: str
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeBody(_Loose):
+    tokens: list[int]

@@ -1,0 +1,51 @@
+"""A real `sentiric serve` process on a free port, and the official openai client pointed at it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+from openai import OpenAI
+
+
+@contextmanager
+def server(*args: str, env: dict | None = None):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")} | (env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "serve", "--port", "0", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=environ, text=True)
+    banner = ""
+    try:
+        while "plan on" not in banner:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"server did not start: {banner}{proc.stderr.read()}")
+            banner += line
+        url = re.search(r"http://[\d.]+:\d+", banner).group(0)
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url, proc, banner
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+
+def client(url: str, key: str = "none") -> OpenAI:
+    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
