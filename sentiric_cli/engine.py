@@ -10,7 +10,6 @@ head plus the newest tokens are prefilled again. Generation past the window end 
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import copy
 import dataclasses
@@ -21,13 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from llama_cpp import llama_cpp as C
 
 from . import shift
 from .errors import SentiricError
 from .gguf_header import read_header
 from .llama import Batch, Context, Model
+from .logprobs import LogprobLog, TokenLogprob, log_softmax
 from .modelinfo import model_info
 from .settings import Settings
 
@@ -62,10 +61,6 @@ class Request:
                       repeat_penalty=s.repeat_penalty, seed=s.seed, n_keep=s.n_keep, shift_discard=s.shift_discard)
         values.update(kw)
         return cls(list(head), list(body), list(tail), **values)
-
-
-# one generated token's log-probability and its best alternatives: (token, logprob, ((token, logprob), ...))
-TokenLogprob = tuple[int, float, tuple[tuple[int, float], ...]]
 
 
 @dataclass
@@ -115,20 +110,6 @@ class Record:
     @property
     def perplexity(self) -> float:
         return math.exp(self.nll / self.scored_tokens) if self.scored_tokens else float("nan")
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities from llama.cpp's logits (float64, stable): for scoring and for reporting logprobs."""
-    x = logits.astype(np.float64)
-    x -= x.max()
-    return x - np.log(np.exp(x).sum())
-
-
-def top_logprobs(logits: np.ndarray, token: int, k: int) -> TokenLogprob:
-    lp = log_softmax(logits)
-    best = np.argpartition(lp, -k)[-k:] if k else np.array([], dtype=int)
-    best = best[np.argsort(lp[best])[::-1]]
-    return int(token), float(lp[token]), tuple((int(t), float(lp[t])) for t in best)
 
 
 def grammar_sampler(model: Model, grammar: str):
@@ -199,8 +180,7 @@ class Sequence:
         self.tokens: list[int] = []
         self.trace: list = []
         self.lps: list[float] = []
-        self.top: list[TokenLogprob] = []
-        self.top_at: list[int] = []  # where each one's text starts in self.text: a stop string cuts both
+        self.top = LogprobLog(max(req.top_logprobs, 0))
         self.top_sent = 0
         self.to_score: list[tuple[int, int]] = []  # (batch index, next document token) for this step
         self.scored_src, self.scored, self.nll = -1, 0, 0.0
@@ -289,8 +269,8 @@ class Sequence:
         c.sampler = _sampler(c.req, self.e.model)
         c.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         c.pending, c.toks, c.srcs, c.evicted = deque(self.pending), list(self.toks), list(self.srcs), list(self.evicted)
-        c.top_at, c.top_sent = [], 0
-        c.events, c.tokens, c.trace, c.lps, c.top, c.to_score, c.forked, c.fork_slots = [], [], [], [], [], [], [], []
+        c.top, c.top_sent = LogprobLog(self.top.k), 0
+        c.events, c.tokens, c.trace, c.lps, c.to_score, c.forked, c.fork_slots = [], [], [], [], [], [], []
         c.reused = len(c.toks)  # copied, not read
         c._sample(self.logit_index)
         return c
@@ -303,8 +283,7 @@ class Sequence:
         if self.req.token_logprobs:
             self.lps.append(float(log_softmax(self.e.ctx.logits(idx))[tok]))
         if self.req.top_logprobs >= 0 and not self.e.model.is_eog(tok):
-            self.top.append(top_logprobs(self.e.ctx.logits(idx), tok, self.req.top_logprobs))
-            self.top_at.append(len(self.text))
+            self.top.add(self.e.ctx.logits(idx), tok, len(self.text))
         if self.t_prefill is None:
             self.t_prefill = time.perf_counter()
             self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
@@ -335,8 +314,8 @@ class Sequence:
         if upto > self.sent:
             lps = None
             if self.req.top_logprobs >= 0:  # the tokens this text came from (those starting before its end)
-                end = bisect.bisect_left(self.top_at, upto, lo=self.top_sent)
-                lps, self.top_sent = self.top[self.top_sent:end], end
+                end = self.top.before(upto, lo=self.top_sent)
+                lps, self.top_sent = self.top.entries(self.top_sent, end), end
             self.events.append(Piece(self.text[self.sent:upto], self.index, lps))
             self.sent = upto
 
@@ -366,7 +345,7 @@ class Sequence:
             prefill_seconds=t_pre, prefill_tokens_per_s=(self.prompt_total - self.reused) / t_pre if t_pre else 0.0,
             generation_tokens_per_s=self.generated / t_gen if t_gen > 0 else 0.0, text=self.text,
             tokens=list(self.tokens), logits=self.trace, scored_tokens=self.scored, nll=self.nll,
-            token_logprobs=list(self.lps), logprobs=self.top[:bisect.bisect_left(self.top_at, len(self.text))],
+            token_logprobs=list(self.lps), logprobs=self.top.entries(0, self.top.before(len(self.text))),
             index=self.index)
 
     def close(self) -> None:

@@ -20,6 +20,9 @@ from .errors import SentiricError
 
 SUPPORTED_VERSIONS = (2, 3)
 MAX_KEPT_ARRAY = 4096  # per-layer arrays are at most a few hundred long; the vocabulary is not kept
+# counts past any real model (vocabularies ~262k, merges ~500k, tensors a few thousand, keys a few dozen): bounded
+# by count as well as by bytes, or a sparse file declaring 2^32 empty strings is walked for minutes
+MAX_ARRAY, MAX_TENSORS, MAX_KV = 1 << 22, 1 << 16, 1 << 16
 MAX_DIMS = 4  # GGML_MAX_DIMS
 _SCALARS = {  # GGUFValueType -> struct format
     0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
@@ -102,11 +105,13 @@ class _Cursor:
         self.need(n, what)
         self.pos += n
 
-    def count(self, what: str, min_item_bytes: int) -> int:
-        """A count read from the file, refused if that many items cannot fit in the bytes left."""
+    def count(self, what: str, min_item_bytes: int, most: int) -> int:
+        """A count read from the file, refused if that many items cannot fit in the bytes left, or past `most`."""
         n = self.scalar("<Q", what)
         if n * min_item_bytes > self.size - self.pos:
             raise SentiricError(f"corrupt GGUF header: {what} says {n}, more than the file can hold", HINT)
+        if n > most:
+            raise SentiricError(f"corrupt GGUF header: {what} says {n:,}, past any real model ({most:,})", HINT)
         return n
 
 
@@ -122,7 +127,7 @@ def _value(cur: _Cursor, vtype: int, key: str):
         if itype != _STRING and itype not in _SCALARS:
             raise SentiricError(f"corrupt GGUF header: unknown array type {itype} in {key!r}", HINT)
         item = 8 if itype == _STRING else struct.calcsize(_SCALARS[itype])
-        n = cur.count(f"length of {key!r}", item)
+        n = cur.count(f"length of {key!r}", item, MAX_ARRAY)
         if n > MAX_KEPT_ARRAY:
             if itype == _STRING:
                 for _ in range(n):
@@ -176,8 +181,8 @@ def _parse(p: Path, buf, size: int) -> GGUFHeader:
     version = cur.scalar("<I", "version")
     if version not in SUPPORTED_VERSIONS:
         raise SentiricError(f"{p}: GGUF version {version} is not supported (only 2 and 3)", "re-convert the model")
-    n_tensors = cur.count("tensor count", 8 + 4 + 8 + 4 + 8)
-    n_kv = cur.count("metadata count", 8 + 4 + 1)
+    n_tensors = cur.count("tensor count", 8 + 4 + 8 + 4 + 8, MAX_TENSORS)
+    n_kv = cur.count("metadata count", 8 + 4 + 1, MAX_KV)
     metadata: dict = {}
     for i in range(n_kv):
         key = cur.string(f"key {i}")

@@ -17,6 +17,7 @@ import numpy as np
 from llama_cpp import llama_cpp as C
 
 from .cpupath import CpuPath, cpu_path, require_runnable
+from .doctokens import tokenize_document
 from .errors import SentiricError
 from .settings import Settings
 
@@ -75,7 +76,16 @@ class Model:
         self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
-        raw = text.encode("utf-8")
+        """In linear time, in pieces (doctokens.py): llama.cpp's own call is quadratic on long texts."""
+        return tokenize_document(self, text, add_special=add_special, parse_special=parse_special)
+
+    def tokenize_once(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        """One llama.cpp call: for short texts (tokenize() cuts long ones)."""
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate ("\ud800" in JSON) is no text llama.cpp can read
+            raise SentiricError(f"the text is not valid Unicode ({e.reason} at character {e.start})",
+                                "send UTF-8 text") from None
         cap = len(raw) + 8
         buf = (C.llama_token * cap)()
         n = C.llama_tokenize(self.vocab, raw, len(raw), buf, cap, add_special, parse_special)

@@ -117,6 +117,16 @@ class _Meta:
         return [_uint(v, key, self.where)] * n_layer
 
 
+def _check_heads(m, recurrent: bool, n_embd: int, n_head: list[int], n_head_kv: list[int]) -> None:
+    """Head counts a real model can have: a plan from impossible ones would be "very safe" nonsense."""
+    if not recurrent and not any(n_head):
+        raise SentiricError(f"{m.where}: {m.arch}.attention.head_count is 0: no attention heads", "corrupt header?")
+    for i, (h, kv) in enumerate(zip(n_head, n_head_kv, strict=True)):
+        if h > max(n_embd, 1) or (h and not 0 < kv <= h) or (not h and kv):
+            raise SentiricError(f"{m.where}: layer {i} has {h} attention heads and {kv} KV heads "
+                                f"(embedding length {n_embd})", "corrupt header?")
+
+
 def _uint(v, key: str, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 2**40:
         raise SentiricError(f"{where}: {key} = {v!r} is not a valid count", "corrupt header?")
@@ -195,6 +205,7 @@ def model_info(header: GGUFHeader) -> ModelInfo:
     n_head_kv = m.per_layer("attention.head_count_kv", n_layer, n_head[0], name="n_head_kv")
     if f"{arch}.attention.head_count_kv" not in md:
         m.facts["n_head_kv"] = Fact(n_head_kv[0], f"{arch}.attention.head_count (no head_count_kv)")
+    _check_heads(m, rule.recurrent, n_embd, n_head, n_head_kv)
     derived = n_embd // n_head[0] if n_head[0] else 0
     head_k = _uint(m.get("attention.key_length", derived, name="head_k"), "key_length", m.where)
     head_v = _uint(m.get("attention.value_length", derived, name="head_v"), "value_length", m.where)

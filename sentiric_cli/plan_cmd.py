@@ -86,7 +86,9 @@ def _write(target: Path, result: Plan, force: bool) -> None:
             f.write(text)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a profile is an ordinary file
+        # mkstemp makes 0600; a new profile is an ordinary file, a replaced one keeps its mode (a 0600 one stays so)
+        mode = target.stat().st_mode & 0o7777 if force and target.exists() else 0o666 & ~umask
+        os.chmod(tmp, mode)
         if force:
             os.replace(tmp, target)
         else:

@@ -55,6 +55,8 @@ def run(
         raise SentiricError(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", "see docs/run.md")
     overrides = {"model": model, "context_size": context, "max_tokens": max_tokens, "temperature": temperature,
                  "seed": seed, "n_keep": n_keep, "strategy": strategy, "threads": threads}
+    if any(not s for s in stop):
+        raise SentiricError("--stop: an empty string would end the answer at once", "give the text to stop at")
     settings = load_settings(profile, overrides)
     document = _read_document(file)
     if not document or settings.strategy == "window":
@@ -81,28 +83,38 @@ def run(
         raise typer.Exit(130)
 
 
+def _read_text_bytes(f, where: str) -> bytes:
+    """Read in 1 MiB pieces, checking as it goes: a device or a pipe has no size to check first (/dev/zero)."""
+    parts, total = [], 0
+    while chunk := f.read(1 << 20):
+        if b"\x00" in chunk:
+            raise SentiricError(f"{where}: looks binary (NUL bytes), not text", "convert it to plain text first")
+        total += len(chunk)
+        if total > MAX_DOCUMENT:
+            raise SentiricError(f"{where}: larger than 1 GiB", "split the document")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _read_document(file: Path | None) -> str | None:
     if file is not None:
         if not file.exists():
             raise SentiricError(f"{file}: no such file", "check the --file path")
         if file.is_dir():
             raise SentiricError(f"{file}: is a directory", "give a text file")
-        if file.stat().st_size > MAX_DOCUMENT:
-            raise SentiricError(f"{file}: larger than 1 GiB", "split the document")
+        where = str(file)
         try:
-            raw = file.read_bytes()
+            with file.open("rb") as f:
+                raw = _read_text_bytes(f, where)
         except OSError as e:
             raise SentiricError(f"{file}: cannot read ({e.strerror or e})") from None
-        where = str(file)
     elif not sys.stdin.isatty():
-        raw = sys.stdin.buffer.read(MAX_DOCUMENT + 1)
         where = "standard input"
+        raw = _read_text_bytes(sys.stdin.buffer, where)
         if not raw:
             return None
     else:
         return None
-    if b"\x00" in raw[:65536]:
-        raise SentiricError(f"{where}: looks binary (NUL bytes), not text", "convert it to plain text first")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -23,6 +23,10 @@ class QueueFull(SentiricError):
     pass
 
 
+class ShuttingDown(SentiricError):
+    """The server is stopping: a request that did not get a slot is answered 503."""
+
+
 @dataclass
 class Job:
     request: Request
@@ -63,6 +67,7 @@ class Scheduler:
         self.counters = Counters()
         self.accepting = True
         self.stopping = False
+        self.deadline: float | None = None  # draining: running requests are cut at this time.monotonic()
         self.thread = threading.Thread(target=self._run, name="sentiric-scheduler", daemon=True)
         self.thread.start()
 
@@ -79,7 +84,7 @@ class Scheduler:
         job = Job(request, loop, asyncio.Queue(), stream=stream)
         with self.cv:
             if not self.accepting:
-                raise QueueFull("the server is shutting down")
+                raise ShuttingDown("the server is shutting down")
             taken = sum(s is not None for s in self.slots) + len(self.reserved)
             waiting = sum(j.request.n for j in self.queue) + request.n - (len(self.slots) - taken)
             if not internal and waiting > self.max_queue:
@@ -94,15 +99,23 @@ class Scheduler:
             busy = sum(s is not None for s in self.slots) + len(self.reserved)
             return {"total": len(self.slots), "busy": busy, "free": len(self.slots) - busy, "queue": len(self.queue)}
 
-    def shutdown(self, timeout: float) -> None:
-        """Stop accepting; let running requests finish for up to `timeout` seconds, then cut them."""
+    def drain(self, timeout: float) -> None:
+        """Stop accepting: waiting requests are answered 503 now, running ones get `timeout` seconds to finish and
+        are then cut (their streams end with a finish_reason). Safe from a signal handler; a second call does
+        not extend the deadline."""
+        self.accepting = False
+        if self.deadline is None:
+            self.deadline = time.monotonic() + timeout
         with self.cv:
-            self.accepting = False
-            for job in self.queue:
-                job.cancel()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (self.status()["busy"] or self.status()["queue"]):
-            time.sleep(0.05)
+            self.cv.notify()
+
+    def shutdown(self, timeout: float) -> None:
+        """Drain (if not draining already), wait for the cut, stop the thread: `timeout` plus one step at most."""
+        self.drain(timeout)
+        while self.status()["busy"] or self.status()["queue"]:
+            if time.monotonic() > self.deadline + 30:  # a decode that never returns: give up on it
+                break
+            time.sleep(0.02)
         with self.cv:
             self.stopping = True
             self.cv.notify()
@@ -117,12 +130,18 @@ class Scheduler:
                     self.cv.wait()
                 if self.stopping:
                     break
+                if not self.accepting:  # draining: nothing waiting gets a slot any more
+                    while self.queue:
+                        job = self.queue.popleft()
+                        self._send(job, ShuttingDown("the server is shutting down"))
+                        self._send(job, None)
                 self._admit()
             active = [pair for pair in self.slots if pair is not None]
+            cut = self.deadline is not None and time.monotonic() >= self.deadline
             for seq, job in active:
-                if job.cancelled and not seq.done:
+                if (job.cancelled or cut) and not seq.done:
                     seq.finish("interrupted")
-                    self.counters.cancelled += 1
+                    self.counters.cancelled += job.cancelled
             running = [seq for seq, _ in active if not seq.done]
             if running:
                 try:

@@ -7,6 +7,8 @@ LLM_LLAMA_SERVICE_<KEY in upper case> (e.g. LLM_LLAMA_SERVICE_THREADS for `threa
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +68,8 @@ class Settings(BaseModel):
                                     "any port; `*` = any site (comma-separated in the environment)")
     embeddings: bool = Field(False, description="Serve /v1/embeddings (a second llama.cpp context, pooled embeddings)")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it)")
+    header_timeout: float = Field(10.0, gt=0.0, le=3600.0,
+                                  description="Seconds a connection gets to send a complete request head; then closed")
     shutdown_timeout: float = Field(10.0, ge=0.0, le=3600.0,
                                     description="Seconds running requests get to finish after SIGTERM before they are cut")
 
@@ -91,9 +95,25 @@ def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper()
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+
+
+def _shown(value: Any) -> str:
+    """A value as an error shows it: bounded, whatever its size (a profile may be anything, even another file)."""
+    return _SHORT.repr(value)
+
+
+def _key_name(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]{0,60}", key) else "(a key that is no setting)"
+
+
 def _reason(err: ValidationError) -> tuple[str, str]:
-    e = err.errors()[0]
-    key = ".".join(str(x) for x in e["loc"]) or "profile"
+    e = err.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(x) for x in e["loc"])
+    key = _key_name(where) if where else "profile"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown setting"
@@ -108,11 +128,22 @@ def _check(values: dict[str, Any], where: str, name=None) -> dict[str, Any]:
         Settings.model_validate(values)
     except ValidationError as err:
         key, msg = _reason(err)
-        if key == "profile" or key not in values:  # a cross-field check
+        if key not in values:  # a cross-field check, or a key too odd to name
             raise SentiricError(f"{where}: {msg}", "fix the values named above") from None
         hint = f"known settings: {', '.join(FIELDS)}" if msg == "unknown setting" else "see docs/settings.md"
-        raise SentiricError(f"{name(key) if name else where}: {key}: {msg} (got {values[key]!r})", hint) from None
+        raise SentiricError(f"{name(key) if name else where}: {key}: {msg} (got {_shown(values[key])})", hint) from None
     return values
+
+
+class _ProfileLoader(yaml.SafeLoader):
+    """YAML without aliases: a profile needs none, and a few hundred bytes of nested aliases expand to gigabytes
+    wherever the value is walked (validation, an error message)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a profile",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def read_profile(path: str | os.PathLike) -> dict[str, Any]:
@@ -121,13 +152,15 @@ def read_profile(path: str | os.PathLike) -> dict[str, Any]:
         hint = f"profiles shipped: {', '.join(sorted(x.stem for x in profiles_dir().glob('*.yaml')))}"
         raise SentiricError(f"profile {p}: no such file", hint)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_ProfileLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SentiricError(f"profile {p}: not valid YAML{at}: {getattr(e, 'problem', e)}", "check the indentation") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SentiricError(f"profile {p}: cannot read ({e})") from None
+    except ValueError as e:  # a value YAML cannot make (an integer of thousands of digits)
+        raise SentiricError(f"profile {p}: a value cannot be read ({str(e)[:80]})", "check the values") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -36,16 +36,26 @@ class Counting:
     def __init__(self, model: Model) -> None:
         self.model, self.sizes = model, []
 
-    def tokenize(self, text: str, *a, **kw) -> list[int]:
+    def tokenize_once(self, text: str, *a, **kw) -> list[int]:
         self.sizes.append(len(text))
-        return self.model.tokenize(text, *a, **kw)
+        return self.model.tokenize_once(text, *a, **kw)
 
 
 @pytest.mark.parametrize("piece", [300, 4096])
 def test_pieces_give_the_same_tokens_as_one_call(model, piece):
     text = _text()
     assert len(text) > 10 * piece
-    assert tokenize_document(model, text, piece_chars=piece) == model.tokenize(text)
+    assert tokenize_document(model, text, piece_chars=piece) == model.tokenize_once(text)
+    assert model.tokenize(text) == model.tokenize_once(text)  # every tokenization goes through the pieces
+
+
+def test_special_tokens_and_bos_survive_the_pieces(model):
+    turn = "<start_of_turn>user\n" + MIXED * 3 + "<end_of_turn>\n<start_of_turn>model\nSure. " + MIXED + "<end_of_turn>\n"
+    text = turn * 80
+    assert len(text) > 4 * 16 * 1024
+    once = model.tokenize_once(text, add_special=True, parse_special=True)
+    assert once[0] == model.bos and once.count(model.bos) == 1
+    assert model.tokenize(text, add_special=True, parse_special=True) == once
 
 
 def test_no_piece_is_longer_than_the_limit_and_progress_is_reported(model):
@@ -55,7 +65,7 @@ def test_no_piece_is_longer_than_the_limit_and_progress_is_reported(model):
     counting.sizes.clear()
     seen = []
     tokens = tokenize_document(counting, text, piece_chars=2048, progress=lambda d, n: seen.append((d, n)))
-    assert tokens == model.tokenize(text)
+    assert tokens == model.tokenize_once(text)
     pieces = counting.sizes
     assert len(pieces) > len(text) // 2048 and max(pieces) <= 2048  # each call is bounded: linear in total
     assert sum(pieces) == len(text)

@@ -344,3 +344,17 @@ def test_fuzz_baseline_reads(tmp_path):
     """Unmutated, the fuzzing seed is a valid header (so the fuzz mutates something that works)."""
     h = _read_bounded(write(tmp_path, small_header()))
     assert h is not None and len(h.tensors) > 10 and "missing" in h.warnings[0]
+
+
+def test_counts_are_bounded_by_count_not_only_by_bytes(tmp_path):
+    """A sparse file declaring 2^32 empty strings fits its bytes, but would be walked for minutes."""
+    p = tmp_path / "sparse.gguf"
+    head = gguf_bytes([kv_array("tokenizer.ggml.tokens", STRING, [], length=2**32)])
+    with open(p, "wb") as f:
+        f.write(head)
+        f.truncate(len(head) + 8 * 2**32 + 64)  # sparse: no disk used
+    with pytest.raises(SentiricError, match="past any real model"):
+        read_header(p)
+    many = gguf_bytes([kv_u32(f"k{i}", i) for i in range(10)], n_kv=(1 << 16) + 1, tail=b"\0" * (14 << 20))
+    with pytest.raises(SentiricError, match="metadata count"):
+        read_header(write(tmp_path, many, "many.gguf"))

@@ -51,3 +51,17 @@ def test_kv_offload_off_keeps_cache_on_host(synth):
     off = kv_cache(info, Shape(context=2048, gpu_layers=99, kv_offload=False))
     assert on.device_bytes == off.host_bytes == on.bytes and off.device_bytes == 0
     assert on.bytes == 2 * 4 * 2048 * 64 * 2  # K+V x 4 layers x 2048 cells x (2 heads x 32) x f16 bytes
+
+
+def test_impossible_head_counts_are_refused_not_planned(synth):
+    import pytest
+
+    from sentiric_cli.errors import SentiricError
+
+    for key, value in (("attention.head_count", 0), ("attention.head_count_kv", 4_000_000_000),
+                       ("attention.head_count", 1 << 20)):
+        h = read_header(synth("llama"))
+        h.metadata[f"llama.{key}"] = value
+        with pytest.raises(SentiricError, match="head"):
+            model_info(h)
+    model_info(read_header(synth("mamba")))  # recurrent: no heads at all is right

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import re
 import signal
 import time
@@ -174,23 +175,35 @@ def test_api_key_guards_every_route_but_health_and_models():
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
 
 
-def test_sigterm_stops_within_the_bound_and_exits_0():
-    with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_SHUTDOWN_TIMEOUT": "2"}) as (url, proc, _):
-        with cf.ThreadPoolExecutor(1) as pool:
-            running = pool.submit(httpx.post, f"{url}/v1/completions", timeout=60,
-                                  json={"prompt": "Once upon a time", "max_tokens": 5000, "temperature": 0.8})
+def _stream_lines(url: str, body: dict) -> list[str]:
+    with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+        return [line for line in r.iter_lines() if line]
+
+
+def test_sigterm_drains_within_the_bound_closes_streams_and_answers_the_queue_503():
+    env = {"LLM_LLAMA_SERVICE_SHUTDOWN_TIMEOUT": "2"}
+    with server("--threads", "1", "--context", "256", env=env) as (url, proc, _):
+        long = {"prompt": "Once upon a time", "max_tokens": 5000, "temperature": 0.8}
+        with cf.ThreadPoolExecutor(3) as pool:
+            running = pool.submit(_stream_lines, url, long)
             while httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
+                time.sleep(0.05)
+            queued = [pool.submit(httpx.post, f"{url}/v1/completions", json=long, timeout=60),
+                      pool.submit(httpx.post, f"{url}/v1/completions", json={**long, "stream": True}, timeout=60)]
+            while httpx.get(f"{url}/health").json()["queue"] < 2:
                 time.sleep(0.05)
             t0 = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
             stopped = time.perf_counter() - t0
-            try:
-                running.result()  # cut: either an answer with what it had, or a closed connection
-            except httpx.HTTPError:
-                pass
+            lines = running.result()
+            refused = [f.result() for f in queued]
     assert code == 0
-    assert stopped < 2 + 5  # the bound, plus start-up of the cut
+    assert stopped < 2 + 3  # the bound (not twice it), plus one step and the exit
+    assert lines[-1] == "data: [DONE]"  # the cut stream closed properly
+    assert json.loads(lines[-2][6:])["choices"][0]["finish_reason"] == "length"
+    for r in refused:  # waiting requests: 503 in OpenAI's shape, streamed or not
+        assert r.status_code == 503 and r.json()["error"]["code"] == 503 and "shutting down" in r.json()["error"]["message"]
 
 
 def test_next_chat_turn_reuses_the_history_already_in_a_slot(two):

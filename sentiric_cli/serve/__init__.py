@@ -1,6 +1,7 @@
 """`sentiric serve`: the OpenAI-compatible HTTP API over the scheduler.
 
-    app.py          the FastAPI app: middleware (body limit, key, CORS), errors, health/models/tokenize
+    app.py          the FastAPI app: CORS, errors, health/models/tokenize; guard.py: body limit and key
+    protocol.py     uvicorn's h11 protocol with a deadline for request heads
     schemas.py      request bodies
     messages.py     chat messages -> prompt tokens (template.py: the model's Jinja template)
     grammar.py      structured output -> GBNF;  tools.py: tool calls in and out

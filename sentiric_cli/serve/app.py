@@ -1,4 +1,4 @@
-"""The FastAPI app: middleware (body limit, API key, CORS), OpenAI-shaped errors, and the small routes
+"""The FastAPI app: middleware (guard.py: body limit and API key; CORS), OpenAI-shaped errors, and the small routes
 (health, models, metrics, tokenize, detokenize). The generating routes live in their own modules.
 
 Every route answers with and without the /v1 prefix, as llama-server's do. /health and the model list are
@@ -8,7 +8,6 @@ public; everything else needs the key when one is set (Authorization: Bearer KEY
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 
 from fastapi import APIRouter, FastAPI
@@ -19,18 +18,18 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from ..engine import Engine
+from ..errors import SentiricError
 from ..scheduler import Scheduler
 from ..settings import Settings
 from . import completions, embeddings, responses
 from .drive import Server, server
 from .errors import BadRequest, error
 from .errors import response as error_response
+from .guard import Guard
 from .schemas import DetokenizeBody, TokenizeBody
 
-PUBLIC = {"/health", "/v1/health", "/models", "/v1/models"}
 router = APIRouter()
 
 
@@ -63,12 +62,6 @@ def origin_pattern(origins: list[str]) -> str:
     return "^(" + "|".join(alts) + ")$" if alts else "^$"
 
 
-def key_ok(request: HTTPRequest, key: str) -> bool:
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-    return hmac.compare_digest(given.encode(), key.encode())  # constant time: the key's bytes do not leak by timing
-
-
 def create_app(engine: Engine, settings: Settings, profile: str | None = None, model_id: str = "sentiric") -> FastAPI:
     registry = CollectorRegistry()
     scheduler = Scheduler(engine, settings.queue_size)
@@ -83,19 +76,7 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
     app.state.scheduler = scheduler
     app.state.registry = registry
 
-    @app.middleware("http")
-    async def guard(request: HTTPRequest, call_next):
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > settings.max_body_bytes:
-            return error(413, f"request body over {settings.max_body_bytes} bytes", param="body")
-        path = request.url.path
-        if settings.api_key and path not in PUBLIC and not path.startswith("/v1/models/"):
-            known = any(r.matches(request.scope)[0] != Match.NONE for r in app.router.routes)
-            if known and not key_ok(request, settings.api_key):  # unknown routes fall through to 404
-                return error(401, "missing or wrong API key (send Authorization: Bearer KEY, or x-api-key: KEY)",
-                             "authentication_error")
-        return await call_next(request)
-
+    app.add_middleware(Guard, settings=settings, router=app.router)
     # added last, so outermost: preflights are answered before the key check, errors carry CORS headers too
     app.add_middleware(CORSMiddleware, allow_origin_regex=origin_pattern(settings.cors_origins),
                        allow_methods=["*"], allow_headers=["*"], allow_credentials=False, max_age=600)
@@ -103,6 +84,10 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
     @app.exception_handler(BadRequest)
     async def bad(_request, exc: BadRequest):
         return error_response(exc)
+
+    @app.exception_handler(SentiricError)
+    async def refused(_request, exc: SentiricError):  # what the engine refuses is the request's fault: 400
+        return error(400, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request, exc: RequestValidationError):
@@ -180,7 +165,7 @@ async def tokenize(body: TokenizeBody, http: HTTPRequest):
             return raw.decode("utf-8")
         except UnicodeDecodeError:  # part of a character: the bytes, as llama-server sends them
             return list(raw)
-    return {"tokens": [{"id": t, "piece": piece(t)} for t in toks]}
+    return {"tokens": await asyncio.to_thread(lambda: [{"id": t, "piece": piece(t)} for t in toks])}
 
 
 @router.post("/detokenize")
@@ -190,5 +175,5 @@ async def detokenize(body: DetokenizeBody, http: HTTPRequest):
     bad = next((t for t in body.tokens if t < 0 or t >= model.n_vocab), None)
     if bad is not None:
         raise BadRequest(f"tokens: {bad} is not a token id (0..{model.n_vocab - 1})", "tokens")
-    text = b"".join(model.piece(t) for t in body.tokens).decode("utf-8", errors="replace")
-    return {"content": text}
+    raw = await asyncio.to_thread(lambda: b"".join(model.piece(t) for t in body.tokens))  # maybe millions
+    return {"content": raw.decode("utf-8", errors="replace")}

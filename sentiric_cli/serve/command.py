@@ -20,6 +20,34 @@ from ..planner import make_plan
 from ..settings import load_settings
 
 
+def _server(config, scheduler, timeout: float):
+    """uvicorn's server, whose stop signal also starts the scheduler's drain: waiting requests get 503 at
+    once and running ones `shutdown_timeout` seconds, so the whole stop takes that long, not twice."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            scheduler.drain(timeout)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard one (each client is a descriptor); returns the limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 65536
+
+
 def serve(
     profile: str | None = typer.Option(None, "--profile", "-p", help="Profile name (profiles/NAME.yaml) or path."),
     model: str | None = typer.Option(None, "--model", "-m", help="The .gguf model; default: the profile's, else the bundled one."),
@@ -36,6 +64,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .protocol import HeaderDeadlineProtocol
 
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
                                        "context_size": context, "embeddings": embeddings, "api_key": api_key})
@@ -64,11 +93,15 @@ def serve(
               f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
               f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)
         print(f"sentiric: CPU path: {engine.model.cpu.describe()}", file=sys.stderr, flush=True)
-        config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose,
-                                timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)))
+        protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": settings.header_timeout})
+        fds = _raise_fd_limit()
+        config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose, http=protocol,
+                                limit_concurrency=max(64, fds - 64),  # past it 503, not a failed accept()
+                                # a backstop only: the scheduler cuts running requests at shutdown_timeout
+                                timeout_graceful_shutdown=int(settings.shutdown_timeout) + 5)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handler that
         # was there before it: make that one harmless, so a requested stop exits 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        uvicorn.Server(config).run(sockets=[sock])
+        _server(config, app.state.scheduler, settings.shutdown_timeout).run(sockets=[sock])
     print("sentiric: stopped", file=sys.stderr)

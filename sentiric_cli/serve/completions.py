@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine import Piece, Record
 from . import tools as toolcalls
-from .drive import Server, build_request, collect, events, reason, server, submit, usage
+from .drive import Server, build_request, collect, events, reason, server, started, submit, usage
 from .errors import BadRequest
 from .grammar import body_grammar
 from .longdoc import serve_long
@@ -79,7 +79,7 @@ class Reply:
             data["usage"] = None
         return sse(data)
 
-    async def stream(self, job):
+    async def stream(self, job, replay: list):
         records: list[Record] = []
         offsets = [0] * self.n
         try:
@@ -88,7 +88,7 @@ class Reply:
                     yield self.chunk({"index": i, "delta": {"role": "assistant"}, "logprobs": None,
                                       "finish_reason": None})
             try:
-                async for ev in events(job):
+                async for ev in events(job, replay):
                     if isinstance(ev, Piece):
                         if ev.text and self.tools is None:  # tool calls are sent whole, once parsed
                             yield self.chunk(self._piece(ev, offsets))
@@ -132,7 +132,8 @@ class Reply:
     async def respond(self, http: HTTPRequest, req, streaming: bool):
         job = submit(self.srv, req, stream=streaming)
         if streaming:
-            return StreamingResponse(self.stream(job), media_type="text/event-stream")
+            replay = await started(http, job)
+            return StreamingResponse(self.stream(job, replay), media_type="text/event-stream")
         records = await collect(http, job)
         self.srv.latency.labels(f"{self.kind}_completions").observe(time.perf_counter() - self.t0)
         return JSONResponse(self.final(records))

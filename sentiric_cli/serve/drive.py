@@ -17,7 +17,7 @@ from prometheus_client import Histogram
 
 from ..engine import Engine, Piece, Record, Request, grammar_sampler
 from ..errors import SentiricError
-from ..scheduler import Job, QueueFull, Scheduler
+from ..scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from ..settings import Settings
 from .errors import BadRequest
 
@@ -48,14 +48,45 @@ def submit(srv: Server, req: Request, stream: bool) -> Job:
         return srv.scheduler.submit(req, stream=stream)
     except QueueFull as e:
         raise BadRequest(str(e), status=429, headers={"Retry-After": "1"}) from None
+    except ShuttingDown as e:
+        raise BadRequest(str(e), status=503) from None
     except SentiricError as e:
         raise BadRequest(str(e), "n") from None
 
 
 def _failure(ev: Exception) -> BadRequest:
+    if isinstance(ev, ShuttingDown):
+        return BadRequest(str(ev), status=503)
     if isinstance(ev, SentiricError):
         return BadRequest(str(ev))
     return BadRequest(str(ev), status=500)
+
+
+async def _next(http: HTTPRequest, job: Job):
+    """The job's next event, watching for the client going away while it waits (it then cancels the job)."""
+    while True:
+        try:
+            return await asyncio.wait_for(job.events.get(), timeout=0.5)
+        except asyncio.TimeoutError:  # nothing yet: is the client still there?
+            if await http.is_disconnected():
+                job.cancel()
+
+
+async def started(http: HTTPRequest, job: Job) -> list:
+    """Wait until the job has a slot and has run (its first event), so that a refusal (queue drained at
+    shutdown, a prompt that cannot fit) is an HTTP status rather than an error inside a 200 stream.
+    Returns the events to replay into the stream."""
+    try:
+        ev = await _next(http, job)
+    except BaseException:
+        job.cancel()
+        raise
+    if isinstance(ev, Exception):
+        job.cancel()
+        raise _failure(ev)
+    if ev is None:
+        raise BadRequest("the request was cut before it started (server stopping)", status=503)
+    return [ev]
 
 
 async def collect(http: HTTPRequest, job: Job) -> list[Record]:
@@ -63,12 +94,7 @@ async def collect(http: HTTPRequest, job: Job) -> list[Record]:
     records: dict[int, Record] = {}
     try:
         while True:
-            try:
-                ev = await asyncio.wait_for(job.events.get(), timeout=0.5)
-            except asyncio.TimeoutError:  # nothing yet: is the client still there?
-                if await http.is_disconnected():
-                    job.cancel()
-                continue
+            ev = await _next(http, job)
             if ev is None:
                 break
             if isinstance(ev, Exception):
@@ -78,15 +104,16 @@ async def collect(http: HTTPRequest, job: Job) -> list[Record]:
     finally:
         job.cancel()  # no-op when done; frees the slots when the handler is cancelled or failed
     if not records:
-        raise BadRequest("the request was cut before it started (server stopping)", status=500)
+        raise BadRequest("the request was cut before it started (server stopping)", status=503)
     return [records[i] for i in sorted(records)]
 
 
-async def events(job: Job) -> AsyncIterator[Piece | Record]:
-    """The job's pieces and records as they come; an error event raises BadRequest."""
+async def events(job: Job, replay: list = ()) -> AsyncIterator[Piece | Record]:
+    """The job's pieces and records as they come (after `replay`); an error event raises BadRequest."""
+    replay = list(replay)
     try:
         while True:
-            ev = await job.events.get()
+            ev = replay.pop(0) if replay else await job.events.get()
             if ev is None:
                 return
             if isinstance(ev, Exception):
@@ -105,7 +132,8 @@ def usage(records: list[Record]) -> dict:
 
 
 def reason(r: Record) -> str:
-    return "length" if r.finish_reason == "length" else "stop"
+    """OpenAI's finish_reason: an answer cut (max_tokens, or the server stopping) is "length"."""
+    return "length" if r.finish_reason in ("length", "interrupted") else "stop"
 
 
 def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: str | None = None,

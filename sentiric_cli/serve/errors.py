@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-         413: "invalid_request_error", 429: "rate_limit_error", 501: "not_implemented_error", 500: "server_error"}
+         413: "invalid_request_error", 429: "rate_limit_error", 501: "not_implemented_error", 500: "server_error",
+         503: "service_unavailable_error"}
 
 
 class BadRequest(Exception):

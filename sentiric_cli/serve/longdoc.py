@@ -26,7 +26,7 @@ from ..longdoc import NOT_FOUND, LongRecord, MapJob, Phase
 from ..longdoc.mapreduce import clean, record_dict
 from ..longdoc.strategies import one_read
 from ..prompt import INSTRUCTION
-from ..scheduler import QueueFull, Scheduler
+from ..scheduler import QueueFull, Scheduler, ShuttingDown
 from .drive import build_request
 from .errors import BadRequest
 from .shapes import DONE, sse
@@ -188,6 +188,8 @@ async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
         rec = task.result()
     except QueueFull as e:
         raise BadRequest(str(e), status=429, headers={"Retry-After": "1"}) from None
+    except ShuttingDown as e:
+        raise BadRequest(str(e), status=503) from None
     except SentiricError as e:
         raise BadRequest(str(e)) from None
     finally:

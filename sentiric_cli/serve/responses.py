@@ -16,7 +16,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine import Piece, Record
-from .drive import build_request, collect, events, server, submit
+from .drive import build_request, collect, events, server, started, submit
 from .errors import BadRequest
 from .grammar import body_grammar, response_format
 from .messages import chat_tokens, part_text, turn_stops
@@ -79,12 +79,13 @@ async def responses(body: ResponsesBody, http: HTTPRequest):
     job = submit(srv, req, stream=body.stream)
     if not body.stream:
         rec = (await collect(http, job))[0]
-        status = "incomplete" if rec.finish_reason == "length" else "completed"
+        status = "incomplete" if rec.finish_reason in ("length", "interrupted") else "completed"
         return JSONResponse(_response(rid, created, body, srv.model_id, status, rec.text, rec))
-    return StreamingResponse(_stream(job, rid, created, body, srv.model_id), media_type="text/event-stream")
+    replay = await started(http, job)
+    return StreamingResponse(_stream(job, replay, rid, created, body, srv.model_id), media_type="text/event-stream")
 
 
-async def _stream(job, rid: str, created: int, body: ResponsesBody, model: str):
+async def _stream(job, replay: list, rid: str, created: int, body: ResponsesBody, model: str):
     seq = 0
     mid = f"msg_{rid[5:]}"
 
@@ -103,7 +104,7 @@ async def _stream(job, rid: str, created: int, body: ResponsesBody, model: str):
         yield ev("response.content_part.added", item_id=mid, output_index=0, content_index=0, part=part)
         record = None
         try:
-            async for e in events(job):
+            async for e in events(job, replay):
                 if isinstance(e, Piece) and e.text:
                     text += e.text
                     yield ev("response.output_text.delta", item_id=mid, output_index=0, content_index=0,
@@ -113,7 +114,7 @@ async def _stream(job, rid: str, created: int, body: ResponsesBody, model: str):
         except BadRequest as e:
             yield ev("error", code=str(e.status), message=e.message, param=e.param)
             return
-        status = "incomplete" if record is not None and record.finish_reason == "length" else "completed"
+        status = "incomplete" if record is not None and record.finish_reason in ("length", "interrupted") else "completed"
         yield ev("response.output_text.done", item_id=mid, output_index=0, content_index=0, text=text, logprobs=[])
         yield ev("response.content_part.done", item_id=mid, output_index=0, content_index=0, part={**part, "text": text})
         final = _response(rid, created, body, model, status, text, record)

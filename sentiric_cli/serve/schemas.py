@@ -6,9 +6,13 @@ Shapes are checked here; meanings (a part type we cannot read, a schema we canno
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+# stop strings are checked after every token of every request: a few, of a sane length (OpenAI takes 4)
+MAX_STOPS, MAX_STOP_CHARS = 16, 256
+Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
 
 class _Loose(BaseModel):
@@ -70,7 +74,7 @@ class LongDocument(BaseModel):
 
 
 class StreamOptions(_Loose):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class Sampling(_Loose):
@@ -83,8 +87,8 @@ class Sampling(_Loose):
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0, le=10.0)
     seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
+    stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = None
+    stream: StrictBool = False  # "yes" is not a boolean
     stream_options: StreamOptions | None = None
     grammar: str | None = None  # llama.cpp: GBNF
     json_schema: dict[str, Any] | None = None  # llama.cpp: output follows this JSON schema
@@ -107,8 +111,8 @@ class ChatBody(_Common):
     response_format: dict[str, Any] | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool = True
-    logprobs: bool = False
+    parallel_tool_calls: StrictBool = True
+    logprobs: StrictBool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
@@ -146,9 +150,9 @@ class EmbeddingBody(_Loose):
 
 class TokenizeBody(_Loose):
     content: str
-    add_special: bool = False
-    parse_special: bool = True
-    with_pieces: bool = False
+    add_special: StrictBool = False
+    parse_special: StrictBool = True
+    with_pieces: StrictBool = False
 
 
 class DetokenizeBody(_Loose):
