@@ -162,6 +162,7 @@ class Sequence:
         self.reused = len(self.toks)
         self.sampler = _sampler(req, engine.model)
         self.index = 0
+        self.quiet = False  # True: no Piece/Progress events (a non-streamed request wants only the record)
         self.fork_slots: list[int] = []  # reserved slots that get a copy of this prompt's cache (Request.n)
         self.forked: list[Sequence] = []  # the copies made, for the scheduler to place
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -249,6 +250,8 @@ class Sequence:
             self.nll -= float(log_softmax(self.e.ctx.logits(i))[nxt])
             self.scored += 1
         if self.logit_index is None:
+            if self.quiet:
+                return
             elapsed = time.perf_counter() - self.t0
             done = self.prefilled
             self.events.append(Progress(done, self.prompt_total, self.shifts, done / elapsed if elapsed else 0.0))
@@ -311,7 +314,9 @@ class Sequence:
         return False
 
     def _send(self, upto: int) -> None:
-        if upto > self.sent:
+        if upto > self.sent and self.quiet:  # nobody reads the pieces: the record carries the text
+            self.sent = upto
+        elif upto > self.sent:
             lps = None
             if self.req.top_logprobs >= 0:  # the tokens this text came from (those starting before its end)
                 end = self.top.before(upto, lo=self.top_sent)
@@ -382,9 +387,12 @@ class Engine:
     def step(self, seqs: list[Sequence]) -> None:
         """One llama_decode for every active sequence: one token per generating one, prompt chunks for the rest."""
         self.batch.clear()
-        budget = self.ctx.n_batch
+        generating = [s for s in seqs if s.generating]
+        # while others generate, a prompt is read one ubatch per step, not a whole batch: one decode of 2k prompt
+        # tokens stalled every stream for seconds; a ubatch at a time costs the same compute, in slices
+        budget = self.ctx.n_batch if not generating else len(generating) + self.settings.ubatch_size
         active = []
-        for s in sorted(seqs, key=lambda s: not s.generating):  # generating sequences first: latency
+        for s in generating + [s for s in seqs if not s.generating]:  # generating sequences first: latency
             n = s.wants(budget)
             if not n:
                 continue

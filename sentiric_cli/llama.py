@@ -20,6 +20,7 @@ from .cpupath import CpuPath, cpu_path, require_runnable
 from .doctokens import tokenize_document
 from .errors import SentiricError
 from .settings import Settings
+from .threadpool import ThreadPool
 
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
           "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
@@ -49,6 +50,22 @@ def tap_log(lines: list[str]) -> None:
     _log_state["taps"].append(lines)
 
 
+def compute_threads(setting: int = 0) -> int:
+    """llama.cpp's compute threads: the setting, else one per physical core this process may run on (llama.cpp's
+    own default). SMT siblings of a busy core add little to the matrix work and would take the time the event
+    loop and the scheduler thread need; on this project's 2-core machines that is both cores (docs/settings.md)."""
+    if setting:
+        return setting
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        try:  # "0,16" or "0-1": the same text for every thread of one core
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
 def _last_log() -> str:
     lines = [x.strip() for x in _log_state["tail"] if x.strip()]
     return lines[-1] if lines else "no message from llama.cpp"
@@ -74,6 +91,8 @@ class Model:
         self.bos = C.llama_vocab_bos(self.vocab)
         self.eos = C.llama_vocab_eos(self.vocab)
         self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
+        self.pieces: dict[int, bytes] = {}  # token -> bytes, and -> end of generation: asked for every token
+        self.eog: dict[int, bool] = {}
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
         """In linear time, in pieces (doctokens.py): llama.cpp's own call is quadratic on long texts."""
@@ -96,6 +115,13 @@ class Model:
         return list(buf[:n])
 
     def piece(self, token: int) -> bytes:
+        """The token's bytes; cached (at most the vocabulary): every generated token asks, once per step."""
+        got = self.pieces.get(token)
+        if got is None:
+            got = self.pieces[token] = self._piece(token)
+        return got
+
+    def _piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         if n < 0:
@@ -111,7 +137,10 @@ class Model:
         return t.decode("utf-8", errors="replace") if t else ""
 
     def is_eog(self, token: int) -> bool:
-        return bool(C.llama_vocab_is_eog(self.vocab, token))
+        got = self.eog.get(token)
+        if got is None:
+            got = self.eog[token] = bool(C.llama_vocab_is_eog(self.vocab, token))
+        return got
 
     def chat_template(self) -> str | None:
         t = C.llama_model_chat_template(self.handle, None)
@@ -156,7 +185,7 @@ class Context:
         cp.type_k = _TYPES[settings.cache_type_k]
         cp.type_v = _TYPES[settings.cache_type_v]
         cp.offload_kqv = settings.kv_offload
-        cores = settings.cpu_threads or os.cpu_count() or 1
+        cores = compute_threads(settings.cpu_threads)
         cp.n_threads = cp.n_threads_batch = cores
         cp.no_perf = True
         self.model = model
@@ -164,6 +193,7 @@ class Context:
         if not self.handle:
             raise SentiricError(f"llama.cpp could not create the context ({_last_log()})",
                                 "check the settings with `sentiric plan`")
+        self.pool = ThreadPool(self.handle, cores) if settings.persistent_threads else None
         self.mem = C.llama_get_memory(self.handle)
         self.n_ctx_seq = C.llama_n_ctx_seq(self.handle)
         self.n_seq_max = settings.threads
@@ -201,6 +231,8 @@ class Context:
 
     def close(self) -> None:
         if self.handle:
+            if self.pool:
+                self.pool.close()
             C.llama_free(self.handle)
             self.handle = None
 

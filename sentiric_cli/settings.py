@@ -32,7 +32,11 @@ class Settings(BaseModel):
                             description="Layers offloaded to the GPU (n_gpu_layers); -1 = all, 0 = none")
     threads: int = Field(1, ge=1, le=256,
                          description="Requests served at once; each has its own KV cache of context_size tokens")
-    cpu_threads: int = Field(0, ge=0, le=1024, description="CPU threads for computation; 0 = all cores")
+    cpu_threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp's computation; 0 = one per "
+                             "physical core this process may use (llama.cpp's default; SMT siblings are left to the "
+                             "server's own threads)")
+    persistent_threads: bool = Field(True, description="Keep llama.cpp's compute threads between decodes (as "
+                                     "llama-server does) instead of starting them for every step")
     context_size: int = Field(4096, ge=16, le=4_194_304, description="Tokens of KV cache per thread (per request)")
     batch_size: int = Field(2048, ge=1, le=1_048_576, description="Logical batch: tokens handed to one decode call")
     ubatch_size: int = Field(512, ge=1, le=1_048_576,

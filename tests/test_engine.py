@@ -207,3 +207,26 @@ def _logprob_gap(a: np.ndarray, b: np.ndarray) -> float:
     la, lb = log_softmax(a), log_softmax(b)
     plausible = (la > -20) | (lb > -20)
     return float(np.abs(la[plausible] - lb[plausible]).max())
+
+
+def test_a_prompt_read_beside_generating_requests_goes_a_ubatch_per_step(synth):
+    """Continuous batching must not stall the streams: while one request generates, another's long prompt is
+    read in ubatch-sized steps, each with the generating request's next token, not in one big decode."""
+    from sentiric_cli.engine import Sequence
+
+    s = Settings(threads=2, context_size=2048, batch_size=2048, ubatch_size=256)
+    with Engine(s, synth("llama")) as engine:
+        talking = Sequence(engine, 0, Request(head=[1], body=[5, 6, 7], max_tokens=50))
+        while not talking.generating:
+            engine.step([talking])
+        reading = Sequence(engine, 1, Request(head=[1], body=[(i % 400) + 3 for i in range(1500)], max_tokens=2))
+        sizes = []
+        while not reading.generating:
+            before = talking.generated
+            engine.step([talking, reading])
+            sizes.append(len(engine.batch))
+            assert talking.generated == before + 1  # a token for the generating request in every step
+        assert max(sizes) <= 1 + 256 and len(sizes) >= 1500 // 256
+        for q in (talking, reading):
+            q.finish("interrupted")
+            q.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -109,11 +110,27 @@ async def collect(http: HTTPRequest, job: Job) -> list[Record]:
 
 
 async def events(job: Job, replay: list = ()) -> AsyncIterator[Piece | Record]:
-    """The job's pieces and records as they come (after `replay`); an error event raises BadRequest."""
-    replay = list(replay)
+    """The job's pieces and records as they come (after `replay`); an error event raises BadRequest.
+    Pieces that queued up while the client was being written to go out as one (one chunk, not one per token)."""
+    pending = deque(replay)
+    queue = job.events
+
+    def ready() -> bool:
+        return bool(pending) or not queue.empty()
+
+    def take_nowait():
+        return pending.popleft() if pending else queue.get_nowait()
+
     try:
         while True:
-            ev = replay.pop(0) if replay else await job.events.get()
+            ev = pending.popleft() if pending else await queue.get()
+            while isinstance(ev, Piece) and ready():
+                nxt = take_nowait()
+                if not (isinstance(nxt, Piece) and nxt.index == ev.index):
+                    pending.appendleft(nxt)
+                    break
+                lps = None if ev.logprobs is None else ev.logprobs + (nxt.logprobs or [])
+                ev = Piece(ev.text + nxt.text, ev.index, lps)
             if ev is None:
                 return
             if isinstance(ev, Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import threading
 
 import numpy as np
@@ -19,7 +18,7 @@ from fastapi import Request as HTTPRequest
 from llama_cpp import llama_cpp as C
 
 from ..errors import SentiricError
-from ..llama import Batch, Model, _last_log
+from ..llama import Batch, Model, _last_log, compute_threads
 from ..settings import Settings
 from .drive import server
 from .errors import BadRequest
@@ -51,7 +50,7 @@ class Embedder:
         cp.n_seq_max = 1
         cp.embeddings = True
         cp.pooling_type = pooling
-        cp.n_threads = cp.n_threads_batch = settings.cpu_threads or os.cpu_count() or 1
+        cp.n_threads = cp.n_threads_batch = compute_threads(settings.cpu_threads)
         cp.no_perf = True
         handle = C.llama_init_from_model(self.model.handle, cp)
         if not handle:

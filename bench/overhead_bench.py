@@ -1,0 +1,210 @@
+"""`make bench`, part 6 (issue 13): sentiric serve's per-step overhead against llama-server, side by side.
+
+Two models: a micro synthetic one (1 layer, n_embd 64: the model step costs almost nothing, so what shows is the
+server around it) and the bundled gemma 3 270M. Both servers run at once on the same CPU path with 8 slots of
+512 tokens (2560 for the time-to-first-token run); the runs alternate between them and repeat (median, spread).
+Streaming and not. Then time to first token of a 2k-token prompt while 3 other requests generate, and the
+longest gap in those requests' streams meanwhile (continuous batching must not stall them).
+
+Run: .venv/bin/python bench/overhead_bench.py --append docs/benchmarks.md [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve_bench import LLAMA_SERVER, free_port  # noqa: E402
+from synth import write_model  # noqa: E402
+
+from sentiric_cli.bundled import bundled_model  # noqa: E402
+from sentiric_cli.cpupath import cpu_info, cpu_path  # noqa: E402
+
+SLOTS = 8
+PROMPTS = [f"Chapter {i}. The old lighthouse keeper climbed the stairs and" for i in range(16)]
+
+
+def start(kind: str, model: Path, ctx: int, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    no_repack = [] if cpu_path().extra_bufts else ["--no-repack"]
+    cmd = {"sentiric": [sys.executable, "-m", "sentiric_cli", "serve", "--model", str(model), "--port", str(port),
+                        "--threads", str(SLOTS), "--context", str(ctx), *extra],
+           "llama-server": [str(LLAMA_SERVER), "-m", str(model), "--port", str(port), "-np", str(SLOTS),
+                            "-c", str(ctx * SLOTS), "-t", str(os.cpu_count() or 1), "--threads-http", "32", "--log-disable",
+                            *no_repack]}[kind]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{kind} did not start")
+
+
+def one(http: httpx.Client, url: str, prompt: str, max_tokens: int, stream: bool) -> tuple[float, int]:
+    try:
+        return _one(http, url, prompt, max_tokens, stream)
+    except httpx.RemoteProtocolError:  # a kept-alive connection the server closed meanwhile (llama-server does)
+        return _one(http, url, prompt, max_tokens, stream)
+
+
+def _one(http: httpx.Client, url: str, prompt: str, max_tokens: int, stream: bool) -> tuple[float, int]:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    t0 = time.perf_counter()
+    if not stream:
+        r = http.post(f"{url}/v1/completions", json=body)
+        r.raise_for_status()
+        return time.perf_counter() - t0, r.json()["usage"]["completion_tokens"]
+    n = 0
+    with http.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                n += bool(json.loads(line[6:])["choices"][0].get("text"))
+    return time.perf_counter() - t0, n
+
+
+def load(url: str, clients: int, per_client: int, max_tokens: int, stream: bool) -> dict:
+    def client(i: int) -> list[tuple[float, int]]:
+        with httpx.Client(timeout=600) as http:
+            return [one(http, url, PROMPTS[(i + k) % len(PROMPTS)], max_tokens, stream) for k in range(per_client)]
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as pool:
+        results = [x for xs in pool.map(client, range(clients)) for x in xs]
+    wall = time.perf_counter() - t0
+    lat = sorted(r[0] for r in results)
+    return {"tok_s": sum(r[1] for r in results) / wall, "p50": statistics.median(lat),
+            "p95": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]}
+
+
+def ttft(url: str, long_prompt: str) -> dict:
+    """Time to first token of a 2k-token prompt while 3 other requests stream; their longest gap meanwhile."""
+    gaps: list[float] = []
+    started = cf.Future()
+
+    def background(i: int) -> None:
+        last = None
+        with httpx.Client(timeout=600) as http, http.stream("POST", f"{url}/v1/completions", json={
+                "prompt": PROMPTS[i], "max_tokens": 200, "temperature": 0, "stream": True}) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                now = time.perf_counter()
+                if last is not None and started.done():
+                    gaps.append(now - last)
+                last = now
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        bg = [pool.submit(background, i) for i in range(3)]
+        time.sleep(1.0)  # they are generating
+        started.set_result(True)
+        t0 = time.perf_counter()
+        first = None
+        with httpx.Client(timeout=600) as http, http.stream("POST", f"{url}/v1/completions", json={
+                "prompt": long_prompt, "max_tokens": 8, "temperature": 0, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0].get("text") and first is None:
+                    first = time.perf_counter() - t0
+        for f in bg:
+            f.result()
+    return {"ttft": first or float("nan"), "max_gap": max(gaps, default=float("nan"))}
+
+
+def spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}-{max(xs):,.0f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--append", type=Path)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ttft-only", action="store_true", help="only the time-to-first-token part")
+    a = ap.parse_args()
+    subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
+    micro = ROOT / "build" / "micro-llama.gguf"
+    if not micro.exists():
+        micro.parent.mkdir(exist_ok=True)
+        write_model(micro, "llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
+    grids = [("micro", micro, (1, 4, 8, 16), 128, 4), ("bundled", bundled_model(), (1, 4, 8), 64, 2)]
+    rows: list[str] = []
+    for name, model, clients, max_tokens, per_client in ([] if a.ttft_only else grids):
+        servers = {k: start(k, model, 512) for k in ("sentiric", "llama-server")}
+        try:
+            res: dict = {}
+            for rep in range(a.repeats):
+                for stream in (False, True):
+                    for c in clients:
+                        order = ("sentiric", "llama-server") if rep % 2 == 0 else ("llama-server", "sentiric")
+                        for kind in order:
+                            r = load(servers[kind][1], c, per_client, max_tokens, stream)
+                            res.setdefault((stream, c, kind), []).append(r)
+                            print(name, rep, stream, c, kind, round(r["tok_s"]), flush=True)
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=60)
+        for stream in (False, True):
+            for c in clients:
+                s = [r["tok_s"] for r in res[(stream, c, "sentiric")]]
+                ls = [r["tok_s"] for r in res[(stream, c, "llama-server")]]
+                ratios = [x / y for x, y in zip(s, ls, strict=True)]
+                p = {(k, key): statistics.median(r[key] for r in res[(stream, c, k)])
+                     for k in ("sentiric", "llama-server") for key in ("p50", "p95")}
+                rows.append(f"| {name} | {'stream' if stream else 'whole'} | {c} | {spread(s)} | {spread(ls)} | "
+                            f"**{statistics.median(ratios):.2f}** ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                            f"{p['sentiric', 'p50']:.2f} / {p['sentiric', 'p95']:.2f} s | "
+                            f"{p['llama-server', 'p50']:.2f} / {p['llama-server', 'p95']:.2f} s |")
+    long_prompt = " ".join(["The keeper wrote the weather in the log every hour, and the sea was calm."] * 120)
+    t_rows = []
+    servers = {k: start(k, bundled_model(), 2560) for k in ("sentiric", "llama-server")}
+    try:
+        tt: dict = {}
+        for rep in range(a.repeats):
+            for kind in (("sentiric", "llama-server") if rep % 2 == 0 else ("llama-server", "sentiric")):
+                fresh = f"Log {rep}. {long_prompt}"  # a new start each time: neither server may reuse a cached prefix
+                tt.setdefault(kind, []).append(ttft(servers[kind][1], fresh))
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=60)
+    for kind, rs in tt.items():
+        ts, gs = [r["ttft"] for r in rs], [r["max_gap"] for r in rs]
+        t_rows.append(f"| {kind} | {statistics.median(ts):.2f} ({min(ts):.2f}-{max(ts):.2f}) s | "
+                      f"{statistics.median(gs):.2f} ({min(gs):.2f}-{max(gs):.2f}) s |")
+    cpu = cpu_path()
+    text = "\n".join([
+        "## Per-step overhead against llama-server (issue 13)", "",
+        f"`bench/overhead_bench.py` on {cpu_info()[0] or 'unknown CPU'} ({os.cpu_count()} cores), "
+        f"{time.strftime('%Y-%m-%d')}, CPU path {cpu.path} for both. Both servers up at once, {SLOTS} slots of 512 "
+        f"tokens; runs alternate between them, {a.repeats} repeats: median (min-max). Each client sends its "
+        "completions one after another (micro: 4 x 128 tokens; bundled: 2 x 64), temperature 0; `whole` = not "
+        "streamed. llama-server built from the llama.cpp llama-cpp-python vendors (`bench/build_llama_server.sh`).", "",
+        "| model | mode | clients | sentiric tok/s | llama-server tok/s | ratio | sentiric p50 / p95 | llama-server p50 / p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|", *rows, "",
+        "Time to first token of a ~2k-token prompt (bundled model, slots of 2560) while 3 other requests stream, and "
+        "the longest gap between those requests' tokens meanwhile:", "",
+        "| server | time to first token | longest gap in the other streams |", "|---|---:|---:|", *t_rows, ""])
+    print(text)
+    if a.append:
+        with open(a.append, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
