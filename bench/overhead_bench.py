@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import LLAMA_SERVER, free_port  # noqa: E402
+from serve_bench import LLAMA_SERVER, free_port, run_clients  # noqa: E402
 from synth import write_model  # noqa: E402
 
 from sentiric_cli.bundled import bundled_model  # noqa: E402
@@ -84,13 +84,7 @@ def load(url: str, clients: int, per_client: int, max_tokens: int, stream: bool)
         with httpx.Client(timeout=600) as http:
             return [one(http, url, PROMPTS[(i + k) % len(PROMPTS)], max_tokens, stream) for k in range(per_client)]
 
-    t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(clients) as pool:
-        results = [x for xs in pool.map(client, range(clients)) for x in xs]
-    wall = time.perf_counter() - t0
-    lat = sorted(r[0] for r in results)
-    return {"tok_s": sum(r[1] for r in results) / wall, "p50": statistics.median(lat),
-            "p95": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]}
+    return run_clients(clients, client)
 
 
 def ttft(url: str, long_prompt: str) -> dict:

@@ -68,11 +68,8 @@ def one(url: str, prompt: str) -> tuple[float, int]:
     return time.perf_counter() - t0, r.json()["usage"]["completion_tokens"]
 
 
-def load(url: str, clients: int) -> dict:
-    def client(i: int) -> list[tuple[float, int]]:
-        return [one(url, PROMPTS[(i + k) % len(PROMPTS)]) for k in range(PER_CLIENT)]
-
-    one(url, PROMPTS[0])  # warm up
+def run_clients(clients: int, client) -> dict:
+    """`clients` threads each running client(i) -> [(seconds, tokens), ...]: aggregate tokens/s and latencies."""
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(clients) as pool:
         results = [x for xs in pool.map(client, range(clients)) for x in xs]
@@ -80,6 +77,14 @@ def load(url: str, clients: int) -> dict:
     lat = sorted(r[0] for r in results)
     return {"tok_s": sum(r[1] for r in results) / wall, "p50": statistics.median(lat),
             "p95": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))], "tokens": sum(r[1] for r in results)}
+
+
+def load(url: str, clients: int) -> dict:
+    def client(i: int) -> list[tuple[float, int]]:
+        return [one(url, PROMPTS[(i + k) % len(PROMPTS)]) for k in range(PER_CLIENT)]
+
+    one(url, PROMPTS[0])  # warm up
+    return run_clients(clients, client)
 
 
 def main() -> None:

@@ -11,9 +11,6 @@ import argparse
 import json
 import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +20,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from live import rss_mib, server  # noqa: E402
 
 from sentiric_cli.bundled import bundled_model  # noqa: E402
 from sentiric_cli.cpupath import cpu_info  # noqa: E402
@@ -35,32 +35,6 @@ WORDS = ("river stone lantern harbor meadow copper violet thunder orchard signal
 
 def text(n_words: int, rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words)) + "."
-
-
-def rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "serve", "--port", "0", "--threads", "4",
-                             "--context", "1024"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    banner = ""
-    while "plan on" not in banner:
-        line = proc.stderr.readline()
-        if not line:
-            raise RuntimeError(banner)
-        banner += line
-    url = re.search(r"http://[\d.]+:\d+", banner).group(0)
-    for _ in range(100):
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return proc, url
 
 
 def client(url: str, until: float, seed: int, stats: dict, lock: threading.Lock) -> None:
@@ -97,8 +71,7 @@ def client(url: str, until: float, seed: int, stats: dict, lock: threading.Lock)
 
 
 def soak(minutes: float, clients: int) -> dict:
-    proc, url = start_server()
-    try:
+    with server("--threads", "4", "--context", "1024") as (url, proc, _):  # stopped with SIGTERM on the way out
         until = time.monotonic() + minutes * 60
         stats: dict = {}
         lock = threading.Lock()
@@ -125,9 +98,6 @@ def soak(minutes: float, clients: int) -> dict:
         time.sleep(2)
         busy = httpx.get(f"{url}/health").json()["slots"]["busy"]
         rss.append((time.monotonic() - t0, rss_mib(proc.pid)))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     lat = sorted(x for x, _ in health)
     return {"stats": stats, "rss": rss, "busy_after": busy, "health_n": len(health),
             "health_failed": sum(1 for _, c in health if c != 200),

@@ -45,6 +45,14 @@ def server(*args: str, env: dict | None = None):
 
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (MiB), from /proc."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def client(url: str, key: str = "none") -> OpenAI:
     return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
 

@@ -12,15 +12,8 @@ import time
 
 import httpx
 import pytest
-from live import server
+from live import rss_mib, server
 from test_cli import assert_user_error, run
-
-
-def _rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def _busy(url: str) -> int:
@@ -38,11 +31,11 @@ def test_logprobs_keep_a_few_bytes_per_token_not_a_logits_row(srv):
     url, proc, _ = srv
     ask = {"prompt": "Once upon a time", "max_tokens": 300, "temperature": 0.8, "logprobs": 5}
     httpx.post(f"{url}/v1/completions", json=ask, timeout=120)  # warm: buffers, caches
-    before = _rss_mib(proc.pid)
+    before = rss_mib(proc.pid)
     for _ in range(2):
         r = httpx.post(f"{url}/v1/completions", json=ask, timeout=120)
         assert r.status_code == 200 and len(r.json()["choices"][0]["logprobs"]["tokens"]) > 250
-    grown = _rss_mib(proc.pid) - before
+    grown = rss_mib(proc.pid) - before
     assert grown < 40, grown  # a logits row per token was 1 MiB: 600 tokens would be 600 MiB
 
 
@@ -74,7 +67,7 @@ def test_a_client_that_leaves_a_non_streamed_request_frees_its_slot(srv):
 
 def test_a_chunked_body_past_the_limit_is_refused_without_buffering_it(srv):
     url, proc, _ = srv
-    before = _rss_mib(proc.pid)
+    before = rss_mib(proc.pid)
 
     def body():
         for _ in range(64):  # 64 MiB, no Content-Length
@@ -85,7 +78,7 @@ def test_a_chunked_body_past_the_limit_is_refused_without_buffering_it(srv):
         assert r.status_code == 413 and r.json()["error"]["code"] == 413
     except httpx.RemoteProtocolError:
         pass  # the server answered 413 and closed while the client was still sending: also refused
-    assert _rss_mib(proc.pid) - before < 32
+    assert rss_mib(proc.pid) - before < 32
     assert httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 1}).status_code == 200
 
 

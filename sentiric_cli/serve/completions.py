@@ -44,6 +44,10 @@ class Reply:
     def object(self) -> str:
         return "chat.completion" if self.kind == "chat" else "text_completion"
 
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
     def head(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.srv.model_id}
 
@@ -73,7 +77,7 @@ class Reply:
         return {**self.head(self.object), "choices": choices, "usage": usage(records)}
 
     def chunk(self, choice: dict) -> str:
-        data = {**self.head("chat.completion.chunk" if self.kind == "chat" else "text_completion"),
+        data = {**self.head(self.chunk_object),
                 "choices": [choice]}
         if self.include_usage:
             data["usage"] = None
@@ -100,7 +104,7 @@ class Reply:
                 yield DONE
                 return
             if self.include_usage and records:
-                yield sse({**self.head("chat.completion.chunk" if self.kind == "chat" else "text_completion"),
+                yield sse({**self.head(self.chunk_object),
                            "choices": [], "usage": usage(sorted(records, key=lambda r: r.index))})
             yield DONE
             self.srv.latency.labels(f"{self.kind}_completions").observe(time.perf_counter() - self.t0)

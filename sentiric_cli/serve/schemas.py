@@ -116,16 +116,10 @@ class ChatBody(_Common):
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
-class ResponseInputPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
 class ResponseInputItem(_Loose):
     type: Literal["message"] = "message"
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ResponseInputPart]
+    content: str | list[Part]
 
 
 class ResponseText(_Loose):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..engine import TokenLogprob
+from ..logprobs import TokenLogprob
 
 
 def _piece(model, token: int) -> bytes:
