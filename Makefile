@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/plan_bench.py --out docs/benchmarks.md
+	$(BIN)/python bench/gpu_plan_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/run_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/longdoc_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/serve_bench.py --append docs/benchmarks.md

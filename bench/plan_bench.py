@@ -23,11 +23,11 @@ from seed_model import write_gemma3_4b_header  # noqa: E402
 from synth import ARCHS, write_model  # noqa: E402
 
 from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.device import Device  # noqa: E402
-from sentiric_cli.gguf_header import read_header  # noqa: E402
-from sentiric_cli.memory import MiB  # noqa: E402
-from sentiric_cli.modelinfo import model_info  # noqa: E402
-from sentiric_cli.planner import make_plan  # noqa: E402
+from sentiric_cli.plan.device import Device  # noqa: E402
+from sentiric_cli.plan.gguf_header import read_header  # noqa: E402
+from sentiric_cli.plan.memory import MiB  # noqa: E402
+from sentiric_cli.plan.modelinfo import model_info  # noqa: E402
+from sentiric_cli.plan.planner import make_plan  # noqa: E402
 from sentiric_cli.settings import Settings  # noqa: E402
 
 

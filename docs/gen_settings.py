@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sentiric_cli import plan_cmd  # noqa: E402
+from sentiric_cli.plan import command as plan_cmd  # noqa: E402
 from sentiric_cli.settings import ENV_PREFIX, Settings, env_name  # noqa: E402
 
 OUT = ROOT / "docs" / "settings.md"
@@ -76,7 +76,7 @@ def plan_flags() -> dict[str, str]:
             found = node.value
             break
     if not isinstance(found, ast.Dict):
-        raise SystemExit("gen_settings: cannot find the `overrides = {...}` dict in sentiric_cli/plan_cmd.plan")
+        raise SystemExit("gen_settings: cannot find the `overrides = {...}` dict in sentiric_cli/plan/command.plan")
     params = inspect.signature(plan_cmd.plan).parameters
     flags: dict[str, str] = {}
     for key, value in zip(found.keys, found.values, strict=True):

@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .errors import SentiricError
-from .plan_cmd import plan
+from .plan.command import plan
 from .run_cmd import run
 from .serve.command import serve
 

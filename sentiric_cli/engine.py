@@ -24,10 +24,10 @@ from llama_cpp import llama_cpp as C
 
 from . import shift
 from .errors import SentiricError
-from .gguf_header import read_header
 from .llama import Batch, Context, Model
 from .logprobs import LogprobLog, TokenLogprob, log_softmax
-from .modelinfo import model_info
+from .plan.modelinfo import model_info
+from .plan.shards import read_model
 from .settings import Settings
 
 HEAD, TAIL, GENERATED = -1, -2, -3  # sources of tokens that are not part of the document
@@ -361,7 +361,7 @@ class Sequence:
 
 class Engine:
     def __init__(self, settings: Settings, path: Path) -> None:
-        self.info = model_info(read_header(path))
+        self.info = model_info(read_model(path))
         self.settings = settings
         self.model = Model(path, settings)
         try:

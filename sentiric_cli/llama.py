@@ -19,6 +19,7 @@ from llama_cpp import llama_cpp as C
 from .cpupath import CpuPath, cpu_path, require_runnable
 from .doctokens import tokenize_document
 from .errors import SentiricError
+from .plan.shards import first_shard
 from .settings import Settings
 from .threadpool import ThreadPool
 
@@ -79,10 +80,20 @@ class Model:
         # AMX / repacked / plain weights: whatever a child process showed survives a decode here (cpupath.py)
         self.cpu: CpuPath = require_runnable(cpu_path())
         mp.use_extra_bufts = self.cpu.extra_bufts
+        mp.main_gpu = settings.main_gpu
+        self._split = None  # llama.cpp keeps a pointer to the split until the model is loaded: keep it alive
+        if settings.tensor_split:
+            n = C.llama_max_devices()
+            if len(settings.tensor_split) > n:
+                raise SentiricError(f"tensor_split has {len(settings.tensor_split)} entries; this llama.cpp takes "
+                                    f"at most {n}")
+            self._split = (ctypes.c_float * n)(*settings.tensor_split)
+            mp.tensor_split = ctypes.cast(self._split, ctypes.POINTER(ctypes.c_float))
         if _log_state["verbose"]:
             sys.stderr.write(f"sentiric: CPU path: {self.cpu.describe()}\n")
         self.path = path
-        self.handle = C.llama_model_load_from_file(str(path).encode(), mp)
+        # a split model loads from its first shard (llama.cpp refuses the others); the plan reads any
+        self.handle = C.llama_model_load_from_file(str(first_shard(path)).encode(), mp)
         if not self.handle:
             raise SentiricError(f"{path}: llama.cpp could not load the model ({_last_log()})",
                                 "check the file with `sentiric plan`; --verbose shows llama.cpp's log")
@@ -185,6 +196,7 @@ class Context:
         cp.type_k = _TYPES[settings.cache_type_k]
         cp.type_v = _TYPES[settings.cache_type_v]
         cp.offload_kqv = settings.kv_offload
+        cp.op_offload = settings.op_offload
         cores = compute_threads(settings.cpu_threads)
         cp.n_threads = cp.n_threads_batch = cores
         cp.no_perf = True

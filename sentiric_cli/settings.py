@@ -6,6 +6,7 @@ LLM_LLAMA_SERVICE_<KEY in upper case> (e.g. LLM_LLAMA_SERVICE_THREADS for `threa
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import reprlib
@@ -47,6 +48,11 @@ class Settings(BaseModel):
     swa_full: bool = Field(False, description="Full-size cache for sliding-window layers; needed to shift their context")
     use_mmap: bool = Field(True, description="Map the model file instead of reading it into RAM")
     kv_offload: bool = Field(True, description="Keep the KV cache of offloaded layers on the GPU")
+    op_offload: bool = Field(True, description="Run the CPU layers' big matrix products on the GPU (llama.cpp's "
+                             "default; costs a copy of those weights in the GPU's compute buffer)")
+    tensor_split: list[float] = Field([], max_length=16, description="Share of the offloaded layers per GPU, in "
+                                      "order (e.g. 3,1 or layer counts 17,18); empty = by free memory")
+    main_gpu: int = Field(0, ge=0, le=15, description="The GPU that holds the whole model when only one is used")
     strategy: Literal["auto", "window", "map"] = Field(
         "auto", description="Long documents (run, serve): auto = one read when prompt + document fit the window, else "
         "map; window = stream through one shifting window; map = chunks read `threads` at a time, then reduced")
@@ -77,10 +83,17 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0.0, le=3600.0,
                                     description="Seconds running requests get to finish after SIGTERM before they are cut")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "tensor_split", mode="before")
     @classmethod
     def _split(cls, v):
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        if any(not math.isfinite(x) or x < 0 for x in v) or (v and not sum(v) > 0):
+            raise ValueError("tensor_split takes non-negative shares with at least one above 0, e.g. 3,1")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -69,6 +69,7 @@ def write_model(
     n_ctx_train=4096,
     tensor_type="f16",
     tied_output=False,
+    split_max_tensors=0,
     **extra,
 ) -> pathlib.Path:
     """Write a tiny valid GGUF for ``arch`` (one of ARCHS) to ``path`` and return the path.
@@ -77,6 +78,8 @@ def write_model(
     output to token_embd. ``**extra`` overrides or adds metadata: a short name from KEY_ALIASES
     (``sliding_window=128``), a suffix with dots (``"rope.scaling.type"``) or a full key
     (``"general.name"``, ``"tokenizer.ggml.add_bos_token"``). Lists become per-layer arrays.
+    ``split_max_tensors`` writes a split model the way gguf-split does (NAME-00001-of-0000N.gguf, ...)
+    and returns the first shard.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
@@ -114,7 +117,7 @@ def write_model(
     blocks = {"mamba": _mamba_blocks, "deepseek2": _deepseek2_blocks}.get(arch, _attn_blocks)
     blocks(t, arch, meta, n_embd)
 
-    w = gguf.GGUFWriter(str(path), garch)
+    w = gguf.GGUFWriter(str(path), garch, split_max_tensors=split_max_tensors)
     for key, value in general.items():
         _add_kv(w, key, value)
     for suffix, value in meta.items():
@@ -127,7 +130,8 @@ def write_model(
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
+    shards = sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))
+    return shards[0] if split_max_tensors and shards else path
 
 
 # ---------------------------------------------------------------- metadata

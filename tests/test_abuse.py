@@ -32,11 +32,16 @@ def test_logprobs_keep_a_few_bytes_per_token_not_a_logits_row(srv):
     ask = {"prompt": "Once upon a time", "max_tokens": 300, "temperature": 0.8, "logprobs": 5}
     httpx.post(f"{url}/v1/completions", json=ask, timeout=120)  # warm: buffers, caches
     before = rss_mib(proc.pid)
-    for _ in range(2):
+    tokens = 0
+    for _ in range(6):  # sampling may end an answer early: go on until 500 tokens came with logprobs
         r = httpx.post(f"{url}/v1/completions", json=ask, timeout=120)
-        assert r.status_code == 200 and len(r.json()["choices"][0]["logprobs"]["tokens"]) > 250
+        assert r.status_code == 200
+        tokens += len(r.json()["choices"][0]["logprobs"]["tokens"])
+        if tokens >= 500:
+            break
+    assert tokens >= 500
     grown = rss_mib(proc.pid) - before
-    assert grown < 40, grown  # a logits row per token was 1 MiB: 600 tokens would be 600 MiB
+    assert grown < 40, grown  # a logits row per token was 1 MiB: 500 tokens would be 500 MiB
 
 
 def test_a_long_prompt_is_tokenized_off_the_event_loop(srv):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,27 +11,17 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from clirun import _env, assert_user_error, run
 from synth import write_model
 
-from sentiric_cli.device import Device
-from sentiric_cli.gguf_header import read_header
-from sentiric_cli.modelinfo import model_info
-from sentiric_cli.planner import make_plan
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.gguf_header import read_header
+from sentiric_cli.plan.modelinfo import model_info
+from sentiric_cli.plan.planner import make_plan
 from sentiric_cli.settings import FIELDS, load_settings
 
 MEMORY_KEYS = {"weights_device_bytes", "weights_host_bytes", "kv_bytes", "kv_bytes_per_thread", "compute_bytes",
                "total_device_bytes"}
-
-
-def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_") and k != "SENTIRIC_DEBUG"}
-    clean["COLUMNS"] = "200"  # rich wraps at the terminal width; keep messages on one line
-    return {**clean, **(extra or {})}
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sentiric_cli", *args], capture_output=True, text=True,
-                          env=_env(env), timeout=120)
 
 
 def run_many(calls: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, subprocess.CompletedProcess]:
@@ -45,19 +34,6 @@ def run_many(calls: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, su
         out, err = proc.communicate(timeout=120)
         done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     return done
-
-
-def assert_user_error(r: subprocess.CompletedProcess, *expected: str) -> str:
-    """Exit 2, exactly one line on stderr starting `sentiric: error:`, no traceback, nothing on stdout."""
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("sentiric: error: "), lines[0]
-    assert "Traceback" not in r.stderr
-    assert r.stdout == ""
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
 
 
 # ---------------------------------------------------------------- bad input
@@ -301,3 +277,10 @@ def test_written_profile_is_an_ordinary_readable_file(bundled, tmp_path):
     assert r.returncode == 0, r.stderr
     assert target.stat().st_mode & 0o044  # not mkstemp's 0600
     assert not list(tmp_path.glob(".sentiric-*"))  # no temporary file left behind
+
+
+def test_unknown_architecture_llama_cpp_refuses_is_one_line(tmp_path):
+    """--measure on an architecture llama.cpp does not know either: a clear error, not a crash."""
+    model = _write_foo(tmp_path / "foo.gguf")
+    r = run("plan", str(model), "--measure")
+    assert_user_error(r, "--measure: llama.cpp could not load the model")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sentiric_cli.device import GPU_MARGIN, host_memory, parse_size, select_device
 from sentiric_cli.errors import SentiricError
+from sentiric_cli.plan.device import GPU_MARGIN, host_memory, parse_size, select_device
 
 GiB = 1024**3
 MiB = 1024**2
@@ -259,3 +259,42 @@ def test_plan_cli_on_a_fake_8gib_gpu(nvml, monkeypatch, capsys, bundled: Path):
     assert mem["need_bytes"] == mem["total_device_bytes"] + GPU_MARGIN <= dev["free_bytes"]
     assert mem["weights_device_bytes"] > 0 and plan["fits"] is True
     assert balanced(fake)
+
+
+def test_several_gpus_all_or_listed(nvml):
+    from sentiric_cli.plan.device import select_devices
+
+    nvml([FakeGPU("A", 24 * GiB, 20 * GiB), FakeGPU("B", 24 * GiB, 22 * GiB), FakeGPU("C", 12 * GiB, 11 * GiB)])
+    assert [d.name for d in select_devices("all")] == ["A", "B", "C"]
+    assert [d.index for d in select_devices("2,0")] == ["2", "0"]
+    assert [d.free_bytes for d in select_devices("0")] == [20 * GiB]
+    with pytest.raises(SentiricError, match="no device '5'"):
+        select_devices("0,5")
+    with pytest.raises(SentiricError, match="listed twice"):
+        select_devices("1,1")
+    sizes = select_devices(None, "24GiB,12GiB")
+    assert [d.total_bytes for d in sizes] == [24 * GiB, 12 * GiB] and all(d.is_gpu for d in sizes)
+
+
+def test_gpu_all_without_a_driver_is_an_error(nvml):
+    from sentiric_cli.plan.device import select_devices
+
+    nvml([], init_error=NVMLError("Driver Not Loaded"))
+    with pytest.raises(SentiricError, match="no NVIDIA GPU is visible"):
+        select_devices("all")
+
+
+def test_plan_cli_on_two_fake_gpus(nvml, monkeypatch, capsys, bundled: Path):
+    for name in [k for k in os.environ if k.startswith("LLM_LLAMA_SERVICE_")]:
+        monkeypatch.delenv(name)
+    nvml([FakeGPU("GPU A", 8 * GiB, 6 * GiB), FakeGPU("GPU B", 8 * GiB, 2 * GiB)])
+    from sentiric_cli.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["plan", str(bundled), "--gpu", "all", "--json"])
+    assert done.value.code == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in doc["devices"]] == ["GPU A", "GPU B"]
+    uses = doc["memory"]["devices"]
+    assert len(uses) == 2 and all(u["verdict"] != "does not fit" for u in uses)
+    assert sum(doc["recommendation"]["tensor_split"]) == doc["recommendation"]["gpu_layers"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sentiric_cli.device import Device
-from sentiric_cli.gguf_header import read_header
-from sentiric_cli.memory import MiB, Shape, compute_buffer, kv_cache, weights
-from sentiric_cli.modelinfo import model_info
-from sentiric_cli.planner import make_plan
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.gguf_header import read_header
+from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache, weights
+from sentiric_cli.plan.modelinfo import model_info
+from sentiric_cli.plan.planner import make_plan
 from sentiric_cli.settings import Settings
 
 SIX_GB = Device("vram", "6 GiB GPU", 6 * 1024**3, 6 * 1024**3)

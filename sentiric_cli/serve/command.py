@@ -10,13 +10,13 @@ import typer
 
 from .. import llama
 from ..bundled import model_path
-from ..device import select_device
 from ..engine import Engine
 from ..errors import SentiricError
-from ..gguf_header import read_header
-from ..memory import MiB
-from ..modelinfo import model_info
-from ..planner import make_plan
+from ..plan.device import select_device
+from ..plan.memory import MiB
+from ..plan.modelinfo import model_info
+from ..plan.planner import make_plan
+from ..plan.shards import read_model
 from ..settings import load_settings
 
 
@@ -69,7 +69,7 @@ def serve(
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
                                        "context_size": context, "embeddings": embeddings, "api_key": api_key})
     path = model_path(settings.model)
-    header = read_header(path)
+    header = read_model(path)
     plan = make_plan(header, model_info(header), select_device(), settings, set(settings.model_fields_set) |
                      {"context_size", "threads", "gpu_layers", "cache_type_k", "cache_type_v", "flash_attn",
                       "swa_full", "ubatch_size"})

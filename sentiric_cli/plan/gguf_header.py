@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType
 
-from .errors import SentiricError
+from ..errors import SentiricError
 
 SUPPORTED_VERSIONS = (2, 3)
 MAX_KEPT_ARRAY = 4096  # per-layer arrays are at most a few hundred long; the vocabulary is not kept
@@ -72,6 +72,7 @@ class GGUFHeader:
     data_offset: int
     file_size: int
     warnings: list[str] = field(default_factory=list)
+    shards: list[Path] = field(default_factory=list)  # every file of a split model, first first (shards.py)
 
     @property
     def data_bytes_needed(self) -> int:

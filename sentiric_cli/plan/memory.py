@@ -7,11 +7,12 @@ No I/O here: tested without a model, checked against the real library in tests/t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .gguf_header import GGUFHeader
+from .layout import CPU, layer_devices
 from .modelinfo import ModelInfo, layer_of
 
 MiB = 1024 * 1024
@@ -48,7 +49,9 @@ class Shape:
     ubatch: int = 512
     batch: int = 2048
     kv_offload: bool = True
-    kv_unified: bool = False
+    kv_unified: bool = False  # one cache shared by all sequences (llama-server's default with -np auto)
+    op_offload: bool = True  # a GPU build runs CPU layers' big matrix products on the first GPU
+    tensor_split: tuple[float, ...] = ()  # share of the offloaded layers per GPU; () = by free memory
 
 
 @dataclass(frozen=True)
@@ -59,40 +62,56 @@ class Weights:
     output_on_device: bool
     tied_output: bool
     per_layer_bytes: int  # mean bytes of one repeating block
+    by_device: dict[int, int] = field(default_factory=dict)  # device index (CPU = -1) -> bytes
 
 
-def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int) -> Weights:
+@dataclass(frozen=True)
+class LayerWeights:
+    """Tensor bytes per llama.cpp 'layer': blk.0 .. blk.{n-1}, then the output layer (index n_layer)."""
+
+    layers: list[int]  # n_layer + 1 entries; the output entry excludes a tied output's copy
+    input_bytes: int  # token_embd and friends: always in host memory
+    tied_bytes: int  # a tied output (no output.weight) is a copy of token_embd.weight, made where the output lives
+
+
+def layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
+    layers = [0] * (info.n_layer + 1)
+    embd = inputs = 0
+    tied = not any(t.name == "output.weight" for t in header.tensors)
+    for t in header.tensors:
+        il = layer_of(t.name)
+        if il is not None and il < info.n_layer:
+            layers[il] += t.n_bytes
+        elif t.name.startswith("token_embd."):
+            inputs += t.n_bytes
+            embd += t.n_bytes if t.name == "token_embd.weight" else 0
+        else:  # output, output_norm and other model-level tensors travel with the output layer
+            layers[info.n_layer] += t.n_bytes
+    return LayerWeights(layers, inputs, embd if tied else 0)
+
+
+def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[int] | None = None) -> Weights:
     """Where each tensor lives for n_gpu_layers, as llama_model::load_tensors assigns it.
 
     The last gpu_layers of the n_layer + 1 'layers' go to the GPU, and the output layer
     (index n_layer) is the first to go: i_gpu_start = n_layer + 1 - n_gpu_layers.
     token_embd always stays on the host; a tied output (no output.weight) is a second copy of
-    token_embd that goes with the output layer.
+    token_embd that goes with the output layer. `where` (layout.layer_devices) places each layer
+    on one of several devices; without it, every offloaded layer is on device 0.
     """
-    start = max(info.n_layer + 1 - gpu_layers, 0)
-    output_on_device = info.n_layer >= start
-    device = host = 0
-    blocks: dict[int, int] = {}
-    embd = 0
-    tied = not any(t.name == "output.weight" for t in header.tensors)
-    for t in header.tensors:
-        il = layer_of(t.name)
-        if il is not None:
-            blocks[il] = blocks.get(il, 0) + t.n_bytes
-            on_device = il >= start
-        elif t.name.startswith("token_embd."):
-            embd += t.n_bytes if t.name == "token_embd.weight" else 0
-            on_device = False
-        else:  # output, output_norm and other model-level tensors travel with the output layer
-            on_device = output_on_device
-        if on_device:
-            device += t.n_bytes
-        else:
-            host += t.n_bytes
-    if tied and output_on_device:
-        device += embd
-    per_layer = sum(blocks.values()) // max(len(blocks), 1)
-    return Weights(device, host, min(gpu_layers, info.n_layer + 1), output_on_device, tied, per_layer)
+    lw = layer_weights(header, info)
+    where = where if where is not None else layer_devices(info.n_layer, gpu_layers, [1.0])
+    by: dict[int, int] = {CPU: lw.input_bytes}
+    for il, n in enumerate(lw.layers):
+        by[where[il]] = by.get(where[il], 0) + n
+    output_dev = where[info.n_layer]
+    if lw.tied_bytes and output_dev != CPU:
+        by[output_dev] += lw.tied_bytes
+    host = by[CPU]
+    blocks = lw.layers[:info.n_layer]
+    per_layer = sum(blocks) // max(len(blocks), 1)
+    return Weights(sum(by.values()) - host, host, sum(d != CPU for d in where), output_dev != CPU,
+                   bool(lw.tied_bytes), per_layer, by)
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,8 @@ class KV:
     groups: tuple[KVGroup, ...]
     device_bytes: int
     host_bytes: int
+    layers: tuple[int, ...] = ()  # bytes per layer (0 for a layer without a cache)
+    by_device: dict[int, int] = field(default_factory=dict)  # device index (CPU = -1) -> bytes
 
     @property
     def bytes(self) -> int:
@@ -133,23 +154,20 @@ def context_sizes(shape: Shape) -> tuple[int, int, int]:
     return n_ctx_seq * shape.threads, n_ctx_seq, shape.threads
 
 
-def kv_cache(info: ModelInfo, shape: Shape) -> KV:
+def kv_cache(info: ModelInfo, shape: Shape, where: list[int] | None = None) -> KV:
+    """The cache of every layer, on its layer's device (`where`, layout.layer_devices) when kv_offload."""
     n_ctx, n_ctx_seq, n_stream = context_sizes(shape)
-    start = max(info.n_layer + 1 - shape.gpu_layers, 0)
-    device = host = 0
+    where = where if where is not None else layer_devices(info.n_layer, shape.gpu_layers, [1.0])
+    per_layer = [0] * info.n_layer
     groups: list[KVGroup] = []
     if info.recurrent:
         # llama_memory_recurrent: one f32 conv + ssm state row per sequence, whatever the context
         cells = max(1, shape.threads)
         per_layer_r, per_layer_s = info.n_embd_r * 4 * cells, info.n_embd_s * 4 * cells
-        for il in range(info.n_layer):
-            if il >= start and shape.kv_offload:
-                device += per_layer_r + per_layer_s
-            else:
-                host += per_layer_r + per_layer_s
+        per_layer = [per_layer_r + per_layer_s] * info.n_layer
         groups.append(KVGroup("recurrent", info.n_layer, cells, 1, per_layer_r * info.n_layer,
                               per_layer_s * info.n_layer))
-        return KV(n_ctx, n_ctx_seq, tuple(groups), device, host)
+        return _placed(n_ctx, n_ctx_seq, groups, per_layer, where, shape.kv_offload)
 
     swa_cells = n_ctx_seq
     if info.has_swa and not shape.swa_full:
@@ -166,10 +184,7 @@ def kv_cache(info: ModelInfo, shape: Shape) -> KV:
         k = row_bytes(shape.cache_type_k, info.head_k * info.n_head_kv[il]) * cells * n_stream
         v_width = info.head_v * info.n_head_kv[il] if shape.flash_attn else v_max
         v = 0 if info.is_mla else row_bytes(shape.cache_type_v, v_width) * cells * n_stream
-        if il >= start and shape.kv_offload:
-            device += k + v
-        else:
-            host += k + v
+        per_layer[il] = k + v
         g = acc.setdefault(kind, [0, cells, 0, 0])
         g[0] += 1
         g[2] += k
@@ -178,7 +193,16 @@ def kv_cache(info: ModelInfo, shape: Shape) -> KV:
         if kind in acc:
             n, cells, k, v = acc[kind]
             groups.append(KVGroup(kind, n, cells, n_stream, k, v))
-    return KV(n_ctx, n_ctx_seq, tuple(groups), device, host)
+    return _placed(n_ctx, n_ctx_seq, groups, per_layer, where, shape.kv_offload)
+
+
+def _placed(n_ctx, n_ctx_seq, groups, per_layer: list[int], where: list[int], offload: bool) -> KV:
+    by: dict[int, int] = {}
+    for il, n in enumerate(per_layer):
+        d = where[il] if offload else CPU
+        by[d] = by.get(d, 0) + n
+    host = by.get(CPU, 0)
+    return KV(n_ctx, n_ctx_seq, tuple(groups), sum(by.values()) - host, host, tuple(per_layer), by)
 
 
 @dataclass(frozen=True)
@@ -200,6 +224,24 @@ def compute_buffer(info: ModelInfo, shape: Shape, kv: KV) -> Compute:
     and, alive through every layer, one mask per cache kind: T*n_kv (f16 with flash
     attention, f32 without).
     """
+    st = stages(info, shape, kv)
+    if info.recurrent:
+        return _peak(st.tokens, out=st.output)
+    return _peak(st.tokens, out=st.output, attention=st.attention, ffn=st.ffn)
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The graph allocator's live set at each stage of the worst-case ubatch (see compute_buffer)."""
+
+    tokens: int
+    output: int
+    attention: int  # 0 with flash attention
+    ffn: int
+    masks: int  # part of attention and ffn: one mask per cache kind, alive through every layer
+
+
+def stages(info: ModelInfo, shape: Shape, kv: KV) -> Stages:
     t = min(kv.n_ctx, shape.ubatch)
     # rows of n_embd alive next to the logits: mamba keeps one more, MLA's decompression ~5 more
     hidden = 3 if info.recurrent else 7 if info.is_mla else 2
@@ -207,7 +249,7 @@ def compute_buffer(info: ModelInfo, shape: Shape, kv: KV) -> Compute:
     mask_elem = 2 if shape.flash_attn else 4
     masks = sum(mask_elem * t * g.cells for g in kv.groups if g.kind != "recurrent")
     if info.recurrent:
-        return _peak(t, out=out)
+        return Stages(t, out, 0, 0, 0)
     n_ff = max(info.n_ff, default=0)
     if info.n_expert and info.n_expert_used:  # mul_mat_id rows: one per used expert per token
         n_ff = max(n_ff, info.n_ff_exp * info.n_expert_used)
@@ -219,7 +261,7 @@ def compute_buffer(info: ModelInfo, shape: Shape, kv: KV) -> Compute:
         gqa = max(info.head_k * h for h in info.n_head_kv)
         rows = 3 if info.arch == "phi3" else 5  # phi3's fused QKV keeps two fewer rows alive
         attn = masks + 4 * t * (widest * max(info.n_head) + rows * info.n_embd + 2 * gqa + 5)
-    return _peak(t, out=out, attention=attn, ffn=ffn)
+    return Stages(t, out, attn, ffn, masks)
 
 
 def _peak(t: int, **stages: int) -> Compute:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SentiricError
+from ..errors import SentiricError
 
 MiB = 1024 * 1024
 GPU_MARGIN = 1024 * MiB  # llama.cpp's own fitter (common/fit.cpp) keeps 1 GiB free per GPU for CUDA context and pools
@@ -126,6 +126,34 @@ def select_device(gpu: str | None = None, vram: str | None = None) -> Device:
         if d.index == gpu or (":" not in gpu and d.index.split(":")[0] == gpu):
             return d
     raise SentiricError(f"--gpu {gpu}: no such device", f"devices: {', '.join(d.index for d in gpus)}")
+
+
+def select_devices(gpu: str | None = None, vram: str | None = None) -> tuple[Device, ...]:
+    """One device or several: `--gpu all`, `--gpu 0,1`, `--vram 24GiB,24GiB` (GPUs you are not on)."""
+    if vram is not None and "," in vram:
+        sizes = [parse_size(v) for v in vram.split(",")]
+        return tuple(Device("vram", f"GPU {i}: {n / 1024**3:.1f} GiB", n, n, str(i), note="--vram: devices you are not on")
+                     for i, n in enumerate(sizes))
+    if gpu is None or ("," not in gpu and gpu != "all") or vram is not None:
+        return (select_device(gpu, vram),)
+    try:
+        gpus = _nvml_devices()
+    except Exception as e:
+        raise SentiricError(f"--gpu {gpu}: no NVIDIA GPU is visible ({_reason(e)})",
+                            "use --vram 24GiB,24GiB to plan for GPUs you are not on") from None
+    if gpu == "all":
+        if not gpus:
+            raise SentiricError("--gpu all: NVML reports no GPU", "use --vram SIZE,SIZE to plan for GPUs you are not on")
+        return tuple(gpus)
+    picked = []
+    for want in (g.strip() for g in gpu.split(",")):
+        hit = next((d for d in gpus if d.index == want), None)
+        if hit is None:
+            raise SentiricError(f"--gpu {gpu}: no device {want!r}", f"devices: {', '.join(d.index for d in gpus)}")
+        if hit in picked:
+            raise SentiricError(f"--gpu {gpu}: device {want} is listed twice")
+        picked.append(hit)
+    return tuple(picked)
 
 
 def _reason(e: Exception) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SentiricError
+from ..errors import SentiricError
 from .gguf_header import GGUFHeader, SkippedArray
 
 
@@ -194,7 +194,7 @@ def model_info(header: GGUFHeader) -> ModelInfo:
         rule = DENSE
         warnings.append(
             f"architecture {arch!r} is not one sentiric knows: planned as dense attention "
-            "(no sliding window, no recurrent state); check the numbers against llama.cpp's log"
+            "(no sliding window, no recurrent state); `sentiric plan --measure` asks llama.cpp for its own figures"
         )
     m = _Meta(header, arch)
     n_layer = _uint(m.get("block_count", required=True), "block_count", m.where)

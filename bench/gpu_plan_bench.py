@@ -1,0 +1,111 @@
+"""`make bench`, issue 12: the GPU plan against published CUDA logs, llama.cpp's dry run against the
+formulas over the architecture zoo, and planning time with several GPUs.
+
+Run: .venv/bin/python bench/gpu_plan_bench.py --append docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy import COMPUTE_TOL, DEFAULT_TOL  # noqa: E402
+from cuda_logs import LOGS, write_header  # noqa: E402
+from plan_bench import write_llama70b_header  # noqa: E402
+from synth import ARCHS, write_model  # noqa: E402
+
+from sentiric_cli.plan.device import Device  # noqa: E402
+from sentiric_cli.plan.measure import measure  # noqa: E402
+from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache  # noqa: E402
+from sentiric_cli.plan.modelinfo import model_info  # noqa: E402
+from sentiric_cli.plan.planner import make_plan  # noqa: E402
+from sentiric_cli.plan.shards import read_model  # noqa: E402
+from sentiric_cli.plan.usage import breakdown  # noqa: E402
+from sentiric_cli.settings import Settings  # noqa: E402
+
+GPU = Device("vram", "24 GiB", 24 * 1024**3, 24 * 1024**3)
+
+
+def cuda_rows(tmp: Path) -> list[str]:
+    out = ["| log | settings | KV planned / logged | GPU compute planned / logged | CUDA_Host planned / logged |",
+           "|---|---|---:|---:|---:|"]
+    for log in LOGS:
+        header = read_model(write_header(tmp / f"{log.name.split()[0]}.gguf", log.shape))
+        info = model_info(header)
+        bd = breakdown(header, info, (GPU,), Shape(context=log.n_ctx // log.n_seq, threads=log.n_seq,
+                                                   ubatch=log.ubatch, flash_attn=log.flash_attn,
+                                                   gpu_layers=info.n_layer + 1))
+        host = f"{bd.host_compute_bytes / MiB:.2f} / {log.host_compute_mib:.2f}" if log.host_compute_mib else "-"
+        out.append(f"| [{log.name}]({log.source}) ({log.date}) | -c {log.n_ctx} -ub {log.ubatch} "
+                   f"fa {'on' if log.flash_attn else 'off'} | {bd.kv_device_bytes / MiB:.2f} / {log.kv_mib:.2f} | "
+                   f"{bd.devices[0].compute_bytes / MiB:.2f} / {log.device_compute_mib:.2f} | {host} |")
+    return out
+
+
+def dry_run_rows(tmp: Path) -> list[str]:
+    out = ["| architecture | settings | KV formula / llama.cpp (MiB) | CPU compute formula / llama.cpp (MiB) | error | bound |",
+           "|---|---|---:|---:|---:|---:|"]
+    for arch in ARCHS:
+        header = read_model(write_model(tmp / f"zoo-{arch}.gguf", arch, n_vocab=8192, n_embd=256, n_head=8,
+                                        n_head_kv=2, n_ff=768))
+        info = model_info(header)
+        for shape in (Shape(context=2048, threads=2), Shape(context=4096, flash_attn=False)):
+            m = measure(header, shape)
+            kv = kv_cache(info, shape).bytes
+            comp = compute_buffer(info, shape, kv_cache(info, shape)).bytes
+            err = comp / m.compute["CPU"] - 1
+            out.append(f"| {arch} | {shape.context} x{shape.threads} fa {'on' if shape.flash_attn else 'off'} | "
+                       f"{kv / MiB:.2f} / {m.kv_bytes / MiB:.2f} | {comp / MiB:.3f} / {m.compute['CPU'] / MiB:.2f} | "
+                       f"{err:+.2%} | {COMPUTE_TOL.get(info.arch, DEFAULT_TOL):.0%} |")
+    return out
+
+
+def timing(tmp: Path) -> list[str]:
+    big = read_model(write_llama70b_header(tmp / "llama-70b.gguf"))
+    info = model_info(big)
+    out = ["| devices | chosen | per-GPU layers | time (median of 5) |", "|---|---|---|---:|"]
+    for devs in ((Device("vram", "48 GiB", 48 << 30, 48 << 30),),
+                 tuple(Device("vram", "24 GiB", 24 << 30, 24 << 30, str(i)) for i in range(2)),
+                 (Device("vram", "16 GiB", 16 << 30, 16 << 30, "0"), Device("vram", "24 GiB", 24 << 30, 24 << 30, "1"))):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            plan = make_plan(big, info, devs, Settings())
+            times.append(time.perf_counter() - t0)
+        s = plan.shape
+        out.append(f"| {' + '.join(d.name for d in devs)} | {s.context:,} x {s.threads}, {s.cache_type_k}, "
+                   f"{s.gpu_layers} layers, {plan.memory.verdict} | "
+                   f"{' / '.join(u.layers for u in plan.memory.devices)} | {statistics.median(times) * 1000:.0f} ms |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--append", default="docs/benchmarks.md")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sentiric-gpu-bench-"))
+    lines = ["", "## GPU plans (issue 12)", "",
+             f"`bench/gpu_plan_bench.py` on {platform.machine()}, Python {platform.python_version()}. No GPU was "
+             "available: the CUDA figures are checked against published logs, and llama.cpp's own dry run "
+             "(`plan --measure`) is the CPU build's.", "",
+             "### Against published CUDA logs (header-only GGUFs of the logged models, `tests/cuda_logs.py`)", "",
+             *cuda_rows(tmp), "",
+             "### llama.cpp's dry run (`--measure`, no_alloc) against the formulas, CPU build", "",
+             *dry_run_rows(tmp), "",
+             "### Planning llama-3-70B shapes (Q4_K) on one and two GPUs", "",
+             *timing(tmp), ""]
+    with open(args.append, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    print(f"appended to {args.append}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""`plan --measure`: llama.cpp's own dry run, beside the formulas.
+
+llama.cpp can load a model with `no_alloc` (llama_model_params): it reads the metadata, places the
+tensors, builds the KV cache and reserves the worst-case graph, logging every size, but allocates
+nothing and reads no tensor data. So it works on a sparse shadow of the header: the header bytes,
+then a hole as long as the tensor data (no disk used). The figures are for the backend this
+llama.cpp was built for (a CPU build here; a CUDA build on a GPU machine) and for any architecture
+it supports, which makes it the fallback for the ones sentiric does not model.
+
+The dry run happens in a child process: a model llama.cpp cannot handle must not take the CLI down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SentiricError
+from .gguf_header import GGUFHeader, read_header
+from .memory import MiB, Shape
+
+TIMEOUT_S = 120
+_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30, "iq4_nl": 20}
+
+
+@dataclass
+class Measured:
+    weights_bytes: int  # llama_model_size(): every tensor's bytes
+    kv_bytes: int  # the KV caches' "size = ..." lines (2 decimals of MiB)
+    kv_lines: list[str]
+    compute: dict[str, int]  # buffer type ("CPU", "CUDA0", "CUDA_Host") -> bytes (2 decimals of MiB)
+    gpu_build: bool = False  # this llama.cpp was built with a GPU backend
+    shadow: bool = False  # measured on a sparse shadow of a header-only file
+
+    @property
+    def compute_bytes(self) -> int:
+        return sum(v for k, v in self.compute.items() if not k.endswith("_Host"))
+
+
+def measure(header: GGUFHeader, shape: Shape, main_gpu: int = 0) -> Measured:
+    with tempfile.TemporaryDirectory(prefix="sentiric-measure-") as tmp:
+        path, shadow = _runnable(header, Path(tmp))
+        job = {"path": str(path), "gpu_layers": shape.gpu_layers, "main_gpu": main_gpu,
+               "tensor_split": list(shape.tensor_split), "n_ctx": shape.context * shape.threads,
+               "n_seq_max": shape.threads, "n_batch": max(shape.batch, shape.ubatch), "n_ubatch": shape.ubatch,
+               "flash_attn": shape.flash_attn, "swa_full": shape.swa_full, "kv_unified": shape.kv_unified,
+               "offload_kqv": shape.kv_offload, "op_offload": shape.op_offload,
+               "type_k": _TYPES[shape.cache_type_k], "type_v": _TYPES[shape.cache_type_v]}
+        try:
+            done = subprocess.run([sys.executable, "-m", "sentiric_cli.plan.measure", json.dumps(job)],
+                                  capture_output=True, text=True, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise SentiricError(f"--measure: llama.cpp's dry run took over {TIMEOUT_S} s") from None
+    out = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not out:
+        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise SentiricError(f"--measure: llama.cpp's dry run failed: {why}", "the plan's formulas still stand")
+    got = json.loads(out[-1])
+    if "error" in got:
+        raise SentiricError(f"--measure: {got['error']}", "the plan's formulas still stand")
+    return _parse(got, shadow)
+
+
+def _parse(got: dict, shadow: bool) -> Measured:
+    log = got["log"]
+    kv_lines = re.findall(r"(?:llama_kv_cache|llama_memory_recurrent): size = .*", log)
+    kv = sum(float(x) for x in re.findall(r"(?:llama_kv_cache|llama_memory_recurrent): size =\s+([\d.]+) MiB", log))
+    compute: dict[str, int] = {}
+    for name, mib in re.findall(r"(\S+) compute buffer size =\s+([\d.]+) MiB", log):
+        compute[name] = compute.get(name, 0) + round(float(mib) * MiB)
+    return Measured(got["model_size"], round(kv * MiB), kv_lines, compute, got["gpu"], shadow)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    what: str
+    planned: int
+    measured: int
+
+
+def compare(plan, m: Measured) -> tuple[list[Comparison], list[str]]:
+    """The plan's figures beside llama.cpp's, and what the plan adopts: where they differ by more than
+    the log's rounding, llama.cpp's own figure wins (the verdicts are recomputed with it)."""
+    from dataclasses import replace
+
+    from .usage import verdict
+
+    bd = plan.memory
+    weights = sum(t.n_bytes for t in _header(plan).tensors)
+    rows = [Comparison("weights (all tensors)", weights, m.weights_bytes),
+            Comparison("KV cache", bd.kv_bytes, m.kv_bytes)]
+    notes: list[str] = []
+    same_backend = m.gpu_build == (bd.backend == "cuda")
+    if same_backend and bd.backend == "cpu":
+        rows.append(Comparison("compute buffer (CPU)", bd.compute_bytes, m.compute.get("CPU", 0)))
+    elif same_backend:
+        for i, u in enumerate(bd.devices):
+            rows.append(Comparison(f"compute buffer (CUDA{i})", u.compute_bytes, m.compute.get(f"CUDA{i}", 0)))
+        rows.append(Comparison("compute buffer (CUDA_Host)", bd.host_compute_bytes, m.compute.get("CUDA_Host", 0)))
+    else:
+        notes.append("this llama.cpp is a " + ("GPU" if m.gpu_build else "CPU-only") + " build: its compute buffers "
+                     f"are not the {bd.backend.upper()} plan's; run --measure where the planned backend is built")
+    off = [r for r in rows if abs(r.planned - r.measured) > 0.01 * MiB * 4]  # the log prints 2 decimals of MiB
+    if not off:
+        notes.append("llama.cpp's dry run agrees with the plan")
+        return rows, notes
+    notes.append("llama.cpp's dry run differs from the formulas: its figures are used for the verdict ("
+                 + ", ".join(f"{r.what} {r.planned / MiB:,.2f} -> {r.measured / MiB:,.2f} MiB" for r in off) + ")")
+    plan.memory = _adopt(bd, m, verdict, replace)
+    return rows, notes
+
+
+def _header(plan):
+    from .shards import read_model
+
+    return read_model(plan.model_path)
+
+
+def _adopt(bd, m: Measured, verdict, replace):
+    """The breakdown with llama.cpp's KV and (same backend) compute figures in place of the formulas'."""
+    kv_delta = m.kv_bytes - bd.kv_bytes
+    uses = []
+    for i, u in enumerate(bd.devices):
+        if bd.backend == "cpu":
+            comp = m.compute.get("CPU", u.compute_bytes) if not m.gpu_build else u.compute_bytes
+            kv = u.kv_bytes + kv_delta
+        else:
+            comp = m.compute.get(f"CUDA{i}", u.compute_bytes) if m.gpu_build else u.compute_bytes
+            kv = u.kv_bytes + (kv_delta * u.kv_bytes // bd.kv_device_bytes if bd.kv_device_bytes else 0)
+        total = u.total_bytes + (comp - u.compute_bytes) + (kv - u.kv_bytes)
+        need = total + u.margin_bytes
+        uses.append(replace(u, compute_bytes=comp, kv_bytes=kv, total_bytes=total, need_bytes=need,
+                            verdict=verdict(need, u.free_bytes)))
+    worst = max(uses, key=lambda u: u.need_bytes / max(u.free_bytes, 1))
+    return replace(bd, devices=tuple(uses), kv_bytes=m.kv_bytes, total_device_bytes=sum(u.total_bytes for u in uses),
+                   compute_bytes=sum(u.compute_bytes for u in uses), need_bytes=sum(u.need_bytes for u in uses),
+                   verdict=worst.verdict)
+
+
+def _runnable(header: GGUFHeader, tmp: Path) -> tuple[Path, bool]:
+    """The model itself when its files hold their tensor data, else sparse shadows of its headers."""
+    paths = header.shards or [header.path]
+    headers = [read_header(p) for p in paths]
+    if all(h.file_size >= h.data_offset + h.data_bytes_needed for h in headers):
+        return paths[0], False
+    for p, h in zip(paths, headers, strict=True):
+        with open(p, "rb") as src, open(tmp / p.name, "wb") as dst:
+            dst.write(src.read(h.data_offset))
+            dst.truncate(h.data_offset + h.data_bytes_needed)  # a hole: no disk, no data
+    return tmp / paths[0].name, True
+
+
+def _child(job: dict) -> dict:
+    """In the child: load with no_alloc, make the context, return llama.cpp's log."""
+    import ctypes
+
+    from llama_cpp import llama_cpp as C
+
+    from ..llama import tap_log
+
+    log: list[str] = []
+    tap_log(log)
+    C.llama_backend_init()
+    mp = C.llama_model_default_params()
+    mp.n_gpu_layers = job["gpu_layers"]
+    mp.main_gpu = job["main_gpu"]
+    mp.no_alloc = True
+    mp.load_mode = C.LLAMA_LOAD_MODE_NONE
+    mp.use_extra_bufts = False  # the CPU repack buffers are a CPU-path choice, not the model's need
+    keep = None
+    if job["tensor_split"]:
+        keep = (ctypes.c_float * C.llama_max_devices())(*job["tensor_split"])
+        mp.tensor_split = ctypes.cast(keep, ctypes.POINTER(ctypes.c_float))
+    model = C.llama_model_load_from_file(job["path"].encode(), mp)
+    if not model:
+        return {"error": "llama.cpp could not load the model: " + _last(log)}
+    cp = C.llama_context_default_params()
+    for key in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch", "swa_full", "kv_unified", "offload_kqv",
+                "op_offload", "type_k", "type_v"):
+        setattr(cp, key, job[key])
+    cp.flash_attn_type = 1 if job["flash_attn"] else 0
+    ctx = C.llama_init_from_model(model, cp)
+    if not ctx:
+        C.llama_model_free(model)
+        return {"error": "llama.cpp refused the context: " + _last(log)}
+    size = C.llama_model_size(model)
+    C.llama_free(ctx)
+    C.llama_model_free(model)
+    del keep
+    return {"model_size": size, "log": "".join(log), "gpu": bool(C.llama_supports_gpu_offload())}
+
+
+def _last(log: list[str]) -> str:
+    lines = [x.strip() for x in "".join(log).splitlines() if x.strip()]
+    return lines[-1] if lines else "no message"
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GGML_LOG_LEVEL", "info")
+    print(json.dumps(_child(json.loads(sys.argv[1]))))
