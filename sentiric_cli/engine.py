@@ -404,7 +404,7 @@ class Engine:
             if budget <= 0:
                 break
         if active:
-            self.ctx.decode(self.batch)
+            self.ctx.decode(self.batch, prompt=any(not s.generating for s in active))
         for s in active:
             s.after_decode()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .doctokens import tokenize_document
 from .errors import SentiricError
 from .plan.shards import first_shard
 from .settings import Settings
-from .threadpool import ThreadPool
+from .threadpool import ThreadPool, ThreadTuner
 
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
           "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
@@ -206,6 +207,8 @@ class Context:
             raise SentiricError(f"llama.cpp could not create the context ({_last_log()})",
                                 "check the settings with `sentiric plan`")
         self.pool = ThreadPool(self.handle, cores) if settings.persistent_threads else None
+        self.tuner = ThreadTuner(cores, fixed=settings.cpu_threads > 0)
+        self.n_threads = cores
         self.mem = C.llama_get_memory(self.handle)
         self.n_ctx_seq = C.llama_n_ctx_seq(self.handle)
         self.n_seq_max = settings.threads
@@ -215,8 +218,17 @@ class Context:
     def can_shift(self) -> bool:
         return bool(C.llama_memory_can_shift(self.mem))
 
-    def decode(self, batch: Batch) -> None:
+    def decode(self, batch: Batch, prompt: bool = True) -> None:
+        """One llama_decode; `prompt`: the batch reads prompt tokens (every core), else only generates."""
+        n = self.tuner.threads(len(batch), prompt)
+        if n != self.n_threads:
+            if self.pool:
+                self.pool.use(n)
+            C.llama_set_n_threads(self.handle, n, n)
+            self.n_threads = n
+        t0 = time.perf_counter()
         rc = C.llama_decode(self.handle, batch.raw)
+        self.tuner.observe(time.perf_counter() - t0, len(batch), n, prompt)
         if rc != 0:
             what = {1: "no KV slot free", 2: "aborted"}.get(rc, f"error {rc}")
             raise RuntimeError(f"llama_decode failed: {what} ({_last_log()})")

@@ -35,7 +35,8 @@ class Settings(BaseModel):
                          description="Requests served at once; each has its own KV cache of context_size tokens")
     cpu_threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp's computation; 0 = one per "
                              "physical core this process may use (llama.cpp's default; SMT siblings are left to the "
-                             "server's own threads)")
+                             "server's own threads), and one fewer while the model step is so cheap that the server's "
+                             "own threads are the limit (measured as it runs)")
     persistent_threads: bool = Field(True, description="Keep llama.cpp's compute threads between decodes (as "
                                      "llama-server does) instead of starting them for every step")
     context_size: int = Field(4096, ge=16, le=4_194_304, description="Tokens of KV cache per thread (per request)")

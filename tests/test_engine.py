@@ -230,3 +230,40 @@ def test_a_prompt_read_beside_generating_requests_goes_a_ubatch_per_step(synth):
         for q in (talking, reading):
             q.finish("interrupted")
             q.close()
+
+
+def test_thread_tuner_leaves_a_core_only_when_the_step_is_cheap():
+    from sentiric_cli.threadpool import BIG_STEP_S, CHEAP_S_PER_TOKEN, WINDOW, ThreadTuner
+
+    t = ThreadTuner(4, fixed=False)
+    for _ in range(WINDOW):
+        t.observe(CHEAP_S_PER_TOKEN / 10 * 8, 8, 4, prompt=False)  # 8 tokens at a tenth of the bound each
+    assert t.spare and t.threads(8, prompt=False) == 3 and t.threads(8, prompt=True) == 3
+    assert t.threads(int(BIG_STEP_S / t.per_token) + 1, prompt=True) == 4  # reading a real prompt gets every core
+    assert t.threads(int(BIG_STEP_S / t.per_token) + 1, prompt=False) == 3
+    for _ in range(WINDOW):
+        t.observe(CHEAP_S_PER_TOKEN * 3 * 8 * 4 / 3, 8, 3, prompt=False)  # expensive, measured on 3 threads
+    assert not t.spare and t.threads(8, prompt=False) == 4
+    fixed = ThreadTuner(4, fixed=True)
+    for _ in range(WINDOW):
+        fixed.observe(1e-6, 8, 4, prompt=False)
+    assert not fixed.spare
+    one_core = ThreadTuner(1, fixed=False)
+    for _ in range(WINDOW):
+        one_core.observe(1e-6, 8, 1, prompt=False)
+    assert one_core.threads(8, prompt=False) == 1
+
+
+def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(synth, bundled):
+    from sentiric_cli.llama import compute_threads
+
+    cores = compute_threads(0)
+    micro = synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
+    with Engine(Settings(context_size=512, threads=4), micro) as e:
+        reqs = [Request(head=e.model.tokenize(f"Chapter {i}."), body=[], tail=[], max_tokens=64) for i in range(4)]
+        list(e.stream_many(reqs))
+        assert e.ctx.n_threads == (cores - 1 if cores > 1 else 1)
+        assert (e.ctx.pool.current if e.ctx.pool else e.ctx.n_threads) == e.ctx.n_threads
+    with Engine(Settings(context_size=512, threads=1), bundled) as e:
+        list(e.stream_many([Request(head=e.model.tokenize("Once upon a time"), body=[], tail=[], max_tokens=48)]))
+        assert e.ctx.n_threads == cores and not e.ctx.tuner.spare

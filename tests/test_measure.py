@@ -59,7 +59,7 @@ def test_unknown_architecture_takes_llama_cpps_figures(synth, monkeypatch):
                      Settings(context_size=4096, threads=2), {"context_size", "threads"})
     guessed = plan.memory.kv_bytes
     m = measure(header, plan.shape)
-    rows, notes = compare(plan, m)
+    rows, notes = compare(plan, header, m)
     assert m.kv_bytes < guessed  # llama.cpp knows gemma3's sliding window
     assert plan.memory.kv_bytes == m.kv_bytes and plan.memory.compute_bytes == m.compute["CPU"]
     assert "differs" in notes[-1] and any(r.what == "KV cache" for r in rows)

@@ -81,7 +81,7 @@ def plan(
     compared = None
     if measure:
         measured = dry_run(header, result.shape, settings.main_gpu)
-        compared, notes = compare(result, measured)
+        compared, notes = compare(result, header, measured)
         result.notes += notes
         result.fits = result.fits and result.memory.verdict != NO_FIT
     if write_profile:

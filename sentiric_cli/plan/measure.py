@@ -18,12 +18,13 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import SentiricError
 from .gguf_header import GGUFHeader, read_header
 from .memory import MiB, Shape
+from .usage import RANK, Breakdown, verdict
 
 TIMEOUT_S = 120
 _TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30, "iq4_nl": 20}
@@ -37,10 +38,6 @@ class Measured:
     compute: dict[str, int]  # buffer type ("CPU", "CUDA0", "CUDA_Host") -> bytes (2 decimals of MiB)
     gpu_build: bool = False  # this llama.cpp was built with a GPU backend
     shadow: bool = False  # measured on a sparse shadow of a header-only file
-
-    @property
-    def compute_bytes(self) -> int:
-        return sum(v for k, v in self.compute.items() if not k.endswith("_Host"))
 
 
 def measure(header: GGUFHeader, shape: Shape, main_gpu: int = 0) -> Measured:
@@ -84,15 +81,11 @@ class Comparison:
     measured: int
 
 
-def compare(plan, m: Measured) -> tuple[list[Comparison], list[str]]:
+def compare(plan, header: GGUFHeader, m: Measured) -> tuple[list[Comparison], list[str]]:
     """The plan's figures beside llama.cpp's, and what the plan adopts: where they differ by more than
-    the log's rounding, llama.cpp's own figure wins (the verdicts are recomputed with it)."""
-    from dataclasses import replace
-
-    from .usage import verdict
-
+    the log's rounding, llama.cpp's own figure wins (plan.memory is replaced, its verdicts recomputed)."""
     bd = plan.memory
-    weights = sum(t.n_bytes for t in _header(plan).tensors)
+    weights = sum(t.n_bytes for t in header.tensors)
     rows = [Comparison("weights (all tensors)", weights, m.weights_bytes),
             Comparison("KV cache", bd.kv_bytes, m.kv_bytes)]
     notes: list[str] = []
@@ -112,17 +105,11 @@ def compare(plan, m: Measured) -> tuple[list[Comparison], list[str]]:
         return rows, notes
     notes.append("llama.cpp's dry run differs from the formulas: its figures are used for the verdict ("
                  + ", ".join(f"{r.what} {r.planned / MiB:,.2f} -> {r.measured / MiB:,.2f} MiB" for r in off) + ")")
-    plan.memory = _adopt(bd, m, verdict, replace)
+    plan.memory = _adopt(bd, m)
     return rows, notes
 
 
-def _header(plan):
-    from .shards import read_model
-
-    return read_model(plan.model_path)
-
-
-def _adopt(bd, m: Measured, verdict, replace):
+def _adopt(bd: Breakdown, m: Measured) -> Breakdown:
     """The breakdown with llama.cpp's KV and (same backend) compute figures in place of the formulas'."""
     kv_delta = m.kv_bytes - bd.kv_bytes
     uses = []
@@ -137,7 +124,7 @@ def _adopt(bd, m: Measured, verdict, replace):
         need = total + u.margin_bytes
         uses.append(replace(u, compute_bytes=comp, kv_bytes=kv, total_bytes=total, need_bytes=need,
                             verdict=verdict(need, u.free_bytes)))
-    worst = max(uses, key=lambda u: u.need_bytes / max(u.free_bytes, 1))
+    worst = max(uses, key=lambda u: (RANK[u.verdict], u.need_bytes / max(u.free_bytes, 1)))
     return replace(bd, devices=tuple(uses), kv_bytes=m.kv_bytes, total_device_bytes=sum(u.total_bytes for u in uses),
                    compute_bytes=sum(u.compute_bytes for u in uses), need_bytes=sum(u.need_bytes for u in uses),
                    verdict=worst.verdict)

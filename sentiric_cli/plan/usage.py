@@ -14,7 +14,7 @@ from .backends import cuda_compute
 from .device import Device
 from .gguf_header import GGUFHeader
 from .layout import CPU, layer_devices, runs
-from .memory import Shape, compute_buffer, kv_cache, weights
+from .memory import Shape, compute_buffer, kv_cache, layer_weights, weights
 from .modelinfo import ModelInfo
 
 VERDICTS = ((0.75, "very safe"), (0.90, "safe"), (1.00, "risky"))
@@ -179,8 +179,6 @@ class LayerRow:
 
 def layer_rows(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], shape: Shape,
                bd: Breakdown) -> list[LayerRow]:
-    from .memory import layer_weights
-
     gpus = [d for d in devs if d.is_gpu]
     where = list(bd.layer_devices)
     lw = layer_weights(header, info)

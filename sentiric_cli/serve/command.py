@@ -64,7 +64,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .protocol import HeaderDeadlineProtocol
+    from .protocol import protocol_class
 
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
                                        "context_size": context, "embeddings": embeddings, "api_key": api_key})
@@ -96,7 +96,7 @@ def serve(
               f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
               f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)
         print(f"sentiric: CPU path: {engine.model.cpu.describe()}", file=sys.stderr, flush=True)
-        protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": settings.header_timeout})
+        protocol = protocol_class(settings.header_timeout)
         fds = _raise_fd_limit()
         config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose, http=protocol,
                                 limit_concurrency=max(64, fds - 64),  # past it 503, not a failed accept()

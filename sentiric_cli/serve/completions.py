@@ -3,7 +3,6 @@ structured output and tool calls; a `sentiric` field routes to the long-document
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine import Piece, Record
 from . import tools as toolcalls
-from .drive import Server, build_request, collect, events, reason, server, started, submit, usage
+from .drive import Server, build_request, collect, events, off_loop, reason, server, started, submit, text_size, usage
 from .errors import BadRequest
 from .grammar import body_grammar
 from .longdoc import serve_long
@@ -154,7 +153,7 @@ async def completions(body: CompletionBody, http: HTTPRequest):
     if body.sentiric is not None:
         return await serve_long(http, srv, body, prompt, "text")
     grammar = body_grammar(body)
-    toks = await asyncio.to_thread(model.tokenize, prompt, True, True)
+    toks = await off_loop(len(prompt), model.tokenize, prompt, True, True)
     if not toks:
         raise BadRequest("the prompt is empty", "prompt")
     split = 1 if toks[0] == model.bos else 0  # pin BOS; the rest streams through the window
@@ -188,7 +187,8 @@ async def chat(body: ChatBody, http: HTTPRequest):
         grammar = use.grammar
     messages = toolcalls.with_instruction(messages, use)
     in_template = use.tools if use is not None and use.format == toolcalls.HERMES else None
-    head, rest = await asyncio.to_thread(chat_tokens, model, messages, in_template)
+    size = text_size(messages) + (len(repr(in_template)) if in_template else 0)
+    head, rest = await off_loop(size, chat_tokens, model, messages, in_template)
     top = (body.top_logprobs or 0) if body.logprobs else -1
     req = build_request(srv, body, head, rest, grammar, top, body.n)
     req.stop = (*req.stop, *turn_stops(model))

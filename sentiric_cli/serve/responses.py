@@ -7,7 +7,6 @@ is refused, and so are tools (use chat completions for those).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -16,7 +15,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine import Piece, Record
-from .drive import build_request, collect, events, server, started, submit
+from .drive import build_request, collect, events, off_loop, server, started, submit, text_size
 from .errors import BadRequest
 from .grammar import body_grammar, response_format
 from .messages import chat_tokens, part_text, turn_stops
@@ -72,7 +71,8 @@ async def responses(body: ResponsesBody, http: HTTPRequest):
         if fmt.get("type") == "json_schema" and "json_schema" not in fmt:
             fmt = {"type": "json_schema", "json_schema": {"schema": fmt.get("schema")}}
         grammar = response_format(fmt, "text.format")
-    head, rest = await asyncio.to_thread(chat_tokens, srv.model, _messages(body))
+    messages = _messages(body)
+    head, rest = await off_loop(text_size(messages), chat_tokens, srv.model, messages)
     req = build_request(srv, body, head, rest, grammar)
     req.stop = (*req.stop, *turn_stops(srv.model))
     rid, created = f"resp_{uuid.uuid4().hex[:24]}", int(time.time())
