@@ -100,10 +100,11 @@ def cuda_compute(header: GGUFHeader, info: ModelInfo, shape: Shape, kv: KV, wher
         if where[n_layer] == d:
             parts.append((st.output, "output"))
         size, why = max(parts)
+        why += " stage"
         if pipeline and repeating:
             size += (copies - 1) * (st.masks + 4 * t * info.n_embd)
             why += f" + {copies - 1} more copies of the split inputs (pipeline parallelism)"
-        buffers[d] = DeviceCompute(d, size, f"{why} stage")
+        buffers[d] = DeviceCompute(d, size, why)
     offloaded = 0
     if op_offload and t >= OFFLOAD_MIN_BATCH and n_gpus and (cpu_layers or output_cpu):
         split = _split_weights(header, info)

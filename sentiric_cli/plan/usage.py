@@ -123,7 +123,7 @@ def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sha
     host_comp = comp.buffers[CPU].bytes
     dev_comp = sum(u.compute_bytes for u in uses)
     worst = max(uses, key=lambda u: (RANK[u.verdict], u.need_bytes / max(u.free_bytes, 1)))
-    stage = max(uses, key=lambda u: u.compute_bytes).compute_why.removesuffix(" stage")
+    stage = max(uses, key=lambda u: u.compute_bytes).compute_why.split(" stage")[0]
     return Breakdown(
         weights_device_bytes=w.device_bytes, weights_host_bytes=w.host_bytes, kv_bytes=kv.bytes,
         kv_device_bytes=kv.device_bytes, kv_bytes_per_thread=kv.bytes // shape.threads, compute_bytes=dev_comp,
