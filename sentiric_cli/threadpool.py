@@ -8,6 +8,7 @@ bindings of llama-cpp-python 0.3.36 leave these calls out ("TODO"), so they are 
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 import llama_cpp
@@ -26,7 +27,8 @@ _api: dict = {}
 
 def _bind() -> dict:
     if not _api:
-        lib = Path(llama_cpp.__file__).parent / "lib"
+        # the library llama-cpp-python loaded: its own, or a build it was pointed at (a CUDA one, say)
+        lib = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
         base = ctypes.CDLL(str(lib / "libggml-base.so"))
         cpu = ctypes.CDLL(str(lib / "libggml-cpu.so"))
         base.ggml_threadpool_params_init.argtypes = [ctypes.POINTER(_Params), ctypes.c_int]
