@@ -120,6 +120,38 @@ def ttft(url: str, long_prompt: str) -> dict:
     return {"ttft": first or float("nan"), "max_gap": max(gaps, default=float("nan"))}
 
 
+def contention(repeats: int) -> str:
+    """The bundled model at 4 clients (not streamed), quiet and then beside 2 processes that spin on the CPU."""
+    servers = {k: start(k, bundled_model(), 512) for k in ("sentiric", "llama-server")}
+    hogs: list[subprocess.Popen] = []
+    res: dict = {}
+    try:
+        for phase in ("quiet", "2 busy processes"):
+            if phase != "quiet":
+                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+                time.sleep(1)
+            for rep in range(repeats):
+                for kind in (("sentiric", "llama-server") if rep % 2 == 0 else ("llama-server", "sentiric")):
+                    res.setdefault((phase, kind), []).append(load(servers[kind][1], 4, 2, 64, False)["tok_s"])
+            for h in hogs:
+                h.kill()
+    finally:
+        for h in hogs:
+            h.kill()
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=60)
+    rows = []
+    for phase in ("quiet", "2 busy processes"):
+        s, ls = res[(phase, "sentiric")], res[(phase, "llama-server")]
+        rows.append(f"| {phase} | {spread(s)} | {spread(ls)} | {statistics.median(s) / statistics.median(ls):.2f} |")
+    return "\n".join([
+        "### Under CPU contention (`--contention-only`)", "",
+        f"The bundled model, 4 clients, not streamed, {repeats} runs each, beside 2 Python processes spinning on the "
+        f"{os.cpu_count()} cores: tokens/s, median (min-max).", "",
+        "| load | sentiric | llama-server | ratio |", "|---|---:|---:|---:|", *rows, ""])
+
+
 def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}-{max(xs):,.0f})"
 
@@ -129,7 +161,16 @@ def main() -> None:
     ap.add_argument("--append", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ttft-only", action="store_true", help="only the time-to-first-token part")
+    ap.add_argument("--contention-only", action="store_true",
+                    help="only the bundled model at 4 clients, quiet and beside 2 busy processes")
     a = ap.parse_args()
+    if a.contention_only:
+        text = contention(a.repeats)
+        print(text)
+        if a.append:
+            with open(a.append, "a", encoding="utf-8") as f:
+                f.write("\n" + text)
+        return
     subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
     micro = ROOT / "build" / "micro-llama.gguf"
     if not micro.exists():
