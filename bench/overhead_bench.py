@@ -165,12 +165,7 @@ def main() -> None:
                     help="only the bundled model at 4 clients, quiet and beside 2 busy processes")
     a = ap.parse_args()
     if a.contention_only:
-        text = contention(a.repeats)
-        print(text)
-        if a.append:
-            with open(a.append, "a", encoding="utf-8") as f:
-                f.write("\n" + text)
-        return
+        return publish(contention(a.repeats), a.append)
     subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
     micro = ROOT / "build" / "micro-llama.gguf"
     if not micro.exists():
@@ -235,9 +230,13 @@ def main() -> None:
         "Time to first token of a ~2k-token prompt (bundled model, slots of 2560) while 3 other requests stream, and "
         "the longest gap between those requests' tokens meanwhile:", "",
         "| server | time to first token | longest gap in the other streams |", "|---|---:|---:|", *t_rows, ""])
+    publish(text, a.append)
+
+
+def publish(text: str, append: Path | None) -> None:
     print(text)
-    if a.append:
-        with open(a.append, "a", encoding="utf-8") as f:
+    if append:
+        with open(append, "a", encoding="utf-8") as f:
             f.write("\n" + text)
 
 

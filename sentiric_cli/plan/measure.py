@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import SentiricError
 from .gguf_header import GGUFHeader, read_header
 from .memory import MiB, Shape
-from .usage import RANK, Breakdown, verdict
+from .usage import Breakdown, strain, verdict
 
 TIMEOUT_S = 120
 _TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30, "iq4_nl": 20}
@@ -124,7 +124,7 @@ def _adopt(bd: Breakdown, m: Measured) -> Breakdown:
         need = total + u.margin_bytes
         uses.append(replace(u, compute_bytes=comp, kv_bytes=kv, total_bytes=total, need_bytes=need,
                             verdict=verdict(need, u.free_bytes)))
-    worst = max(uses, key=lambda u: (RANK[u.verdict], u.need_bytes / max(u.free_bytes, 1)))
+    worst = max(uses, key=strain)
     return replace(bd, devices=tuple(uses), kv_bytes=m.kv_bytes, total_device_bytes=sum(u.total_bytes for u in uses),
                    compute_bytes=sum(u.compute_bytes for u in uses), need_bytes=sum(u.need_bytes for u in uses),
                    verdict=worst.verdict)

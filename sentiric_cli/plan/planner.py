@@ -16,7 +16,7 @@ from .explain import explain, notes
 from .gguf_header import GGUFHeader
 from .memory import Shape, cache_type_fits
 from .modelinfo import ModelInfo
-from .usage import NO_FIT, RANK, Breakdown, Extra, breakdown, verdict  # noqa: F401 (verdict: API)
+from .usage import NO_FIT, Breakdown, Extra, breakdown, strain, verdict  # noqa: F401 (verdict: API)
 
 CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 THREADS = (1, 2, 3, 4)
@@ -127,14 +127,12 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device
     full = info.n_layer + 1
     if "gpu_layers" not in pinned:
         base = replace(base, gpu_layers=full if tg.gpus else 0)
-    if len(tg.gpus) > 1 and "tensor_split" not in pinned:
-        base = replace(base, tensor_split=())  # llama.cpp's default: by free memory; rebalanced below
-    elif len(tg.gpus) <= 1:
+    balance = len(tg.gpus) > 1 and "tensor_split" not in pinned
+    if balance or len(tg.gpus) <= 1:  # llama.cpp's default, by free memory (rebalanced below); one GPU: moot
         base = replace(base, tensor_split=())
     knob_sets = _knob_sets(info, settings, pinned)
     contexts = [settings.context_size] if "context_size" in pinned else _contexts(info)
     threads = [settings.threads] if "threads" in pinned else list(THREADS)
-    balance = len(tg.gpus) > 1 and "tensor_split" not in pinned
 
     # 1. the largest context x threads that fits (safe first), over the knob sets, most faithful first
     best: tuple | None = None
@@ -241,7 +239,7 @@ def _balanced(tg: Target, shape: Shape) -> tuple[Shape, Breakdown]:
     counts = [sum(1 for x in bd.layer_devices if x == i) for i in range(len(tg.gpus))]
 
     def worst(b: Breakdown) -> tuple:
-        return max((RANK[u.verdict], u.need_bytes / max(u.free_bytes, 1)) for u in b.devices)
+        return max(strain(u) for u in b.devices)
 
     best = (worst(bd), shape, bd)
     if sum(counts) == 0:

@@ -29,6 +29,12 @@ def verdict(need: int, free: int) -> str:
     return next((name for limit, name in VERDICTS if ratio <= limit), NO_FIT)
 
 
+def strain(u: DeviceUse) -> tuple[int, float]:
+    """How close a device is to not fitting: its verdict's rank, then need / free. The plan's verdict is
+    the most strained device's."""
+    return RANK[u.verdict], u.need_bytes / max(u.free_bytes, 1)
+
+
 @dataclass(frozen=True)
 class Extra:
     """A second model llama-server loads beside the main one: a draft model for speculative
@@ -122,7 +128,7 @@ def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sha
                               d.free_bytes, verdict(need, d.free_bytes)))
     host_comp = comp.buffers[CPU].bytes
     dev_comp = sum(u.compute_bytes for u in uses)
-    worst = max(uses, key=lambda u: (RANK[u.verdict], u.need_bytes / max(u.free_bytes, 1)))
+    worst = max(uses, key=strain)
     stage = max(uses, key=lambda u: u.compute_bytes).compute_why.split(" stage")[0]
     return Breakdown(
         weights_device_bytes=w.device_bytes, weights_host_bytes=w.host_bytes, kv_bytes=kv.bytes,

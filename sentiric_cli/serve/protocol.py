@@ -18,15 +18,30 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 class _Deadline:
+    """The deadline, for either parser: arm it when a connection opens and after each response, cancel it
+    when a request head is complete (each parser reports that its own way) or the connection ends."""
+
     header_timeout: float = 10.0  # set per server by protocol_class()
     _deadline: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._rearm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._rearm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
     def _rearm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
+        self._cancel()
         self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
 
-    def _head_arrived(self) -> None:
+    def _cancel(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -41,36 +56,18 @@ class _Deadline:
     def _say_closed(self) -> None:
         pass
 
-    def _drop_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
 
 class HeaderDeadlineProtocol(_Deadline, H11Protocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._rearm()
-
     def handle_events(self) -> None:
         super().handle_events()
         if self._deadline is not None and self.cycle is not None and not self.cycle.response_complete:
-            self._head_arrived()  # a complete request head arrived
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._rearm()
+            self._cancel()  # a complete request head arrived
 
     def _say_closed(self) -> None:
         try:
             self.conn.send(h11.ConnectionClosed())
         except h11.LocalProtocolError:
             pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._drop_deadline()
-        super().connection_lost(exc)
 
 
 def _httptools_protocol() -> type | None:
@@ -80,22 +77,9 @@ def _httptools_protocol() -> type | None:
         return None
 
     class FastHeaderDeadlineProtocol(_Deadline, HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._rearm()
-
         def on_headers_complete(self) -> None:
-            self._head_arrived()
+            self._cancel()  # a complete request head arrived
             super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._rearm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._drop_deadline()
-            super().connection_lost(exc)
 
     return FastHeaderDeadlineProtocol
 
