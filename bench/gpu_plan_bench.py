@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import COMPUTE_TOL, DEFAULT_TOL  # noqa: E402
-from cuda_logs import LOGS, write_header  # noqa: E402
+from cuda_logs import LOGS, plan_log, settings_text, write_header  # noqa: E402
 from plan_bench import write_llama70b_header  # noqa: E402
 from synth import ARCHS, write_model  # noqa: E402
 
@@ -28,7 +28,6 @@ from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache  # noq
 from sentiric_cli.plan.modelinfo import model_info  # noqa: E402
 from sentiric_cli.plan.planner import make_plan  # noqa: E402
 from sentiric_cli.plan.shards import read_model  # noqa: E402
-from sentiric_cli.plan.usage import breakdown  # noqa: E402
 from sentiric_cli.settings import Settings  # noqa: E402
 
 GPU = Device("vram", "24 GiB", 24 * 1024**3, 24 * 1024**3)
@@ -38,15 +37,13 @@ def cuda_rows(tmp: Path) -> list[str]:
     out = ["| log | settings | KV planned / logged | GPU compute planned / logged | CUDA_Host planned / logged |",
            "|---|---|---:|---:|---:|"]
     for log in LOGS:
-        header = read_model(write_header(tmp / f"{log.name.split()[0]}.gguf", log.shape))
-        info = model_info(header)
-        bd = breakdown(header, info, (GPU,), Shape(context=log.n_ctx // log.n_seq, threads=log.n_seq,
-                                                   ubatch=log.ubatch, flash_attn=log.flash_attn,
-                                                   gpu_layers=info.n_layer + 1))
+        bd = plan_log(log, write_header(tmp / f"{log.name.split()[0]}.gguf", log.shape))
         host = f"{bd.host_compute_bytes / MiB:.2f} / {log.host_compute_mib:.2f}" if log.host_compute_mib else "-"
-        out.append(f"| [{log.name}]({log.source}) ({log.date}) | -c {log.n_ctx} -ub {log.ubatch} "
-                   f"fa {'on' if log.flash_attn else 'off'} | {bd.kv_device_bytes / MiB:.2f} / {log.kv_mib:.2f} | "
-                   f"{bd.devices[0].compute_bytes / MiB:.2f} / {log.device_compute_mib:.2f} | {host} |")
+        compute = ", ".join(f"{d.compute_bytes / MiB:.2f} / {x:.2f}" for d, x in zip(bd.devices, log.device_compute_mib,
+                                                                                   strict=True))
+        link = f"[{log.name}]({log.source})" if log.source.startswith("http") else log.name
+        out.append(f"| {link} ({log.date}) | `{settings_text(log)}` | {bd.kv_bytes / MiB:.2f} / {log.kv_mib:.2f} | "
+                   f"{compute} | {host} |")
     return out
 
 

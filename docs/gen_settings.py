@@ -80,9 +80,12 @@ def plan_flags() -> dict[str, str]:
     params = inspect.signature(plan_cmd.plan).parameters
     flags: dict[str, str] = {}
     for key, value in zip(found.keys, found.values, strict=True):
-        if not (isinstance(key, ast.Constant) and isinstance(value, ast.Name) and value.id in params):
-            raise SystemExit("gen_settings: plan_cmd.plan's `overrides` is not a plain {setting: parameter} dict")
-        decls = getattr(params[value.id].default, "param_decls", None) or ()
+        # a parameter, or a helper called with parameters (tensor_overrides: -ot, --cpu-moe, --n-cpu-moe)
+        names = [value] if isinstance(value, ast.Name) else value.args if isinstance(value, ast.Call) else []
+        if not (isinstance(key, ast.Constant) and names
+                and all(isinstance(n, ast.Name) and n.id in params for n in names)):
+            raise SystemExit("gen_settings: plan_cmd.plan's `overrides` is not a {setting: parameter} dict")
+        decls = [d for n in names for d in getattr(params[n.id].default, "param_decls", None) or ()]
         flags[key.value] = " ".join(f"`{d}`" for d in decls) or "`MODEL` argument"
     return flags
 

@@ -22,7 +22,7 @@ from .doctokens import tokenize_document
 from .errors import SentiricError
 from .plan.shards import first_shard
 from .settings import Settings
-from .threadpool import ThreadPool, ThreadTuner
+from .threadpool import ThreadPool, ThreadTuner, ggml_lib_dir
 
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
           "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
@@ -73,6 +73,46 @@ def _last_log() -> str:
     return lines[-1] if lines else "no message from llama.cpp"
 
 
+class _BuftOverride(ctypes.Structure):  # struct llama_model_tensor_buft_override (the bindings leave it untyped)
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def buffer_types() -> dict[str, int]:
+    """Buffer type name -> handle for every device this llama.cpp build has ("CPU", "CUDA0" ...), as
+    llama.cpp's --override-tensor looks them up."""
+    base = ctypes.CDLL(str(ggml_lib_dir() / "libggml-base.so"))
+    reg = ctypes.CDLL(str(ggml_lib_dir() / "libggml.so"))
+    reg.ggml_backend_dev_count.restype = ctypes.c_size_t
+    reg.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    reg.ggml_backend_dev_get.restype = ctypes.c_void_p
+    base.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    base.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    base.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    base.ggml_backend_buft_name.restype = ctypes.c_char_p
+    out = {}
+    for i in range(reg.ggml_backend_dev_count()):
+        buft = base.ggml_backend_dev_buffer_type(reg.ggml_backend_dev_get(i))
+        if buft:
+            out[base.ggml_backend_buft_name(buft).decode()] = buft
+    return out
+
+
+def tensor_overrides(entries: list[str]):
+    """A NULL-terminated llama_model_tensor_buft_override array for PATTERN=BUFFER entries (kept alive by
+    the caller until the model is loaded), or None."""
+    if not entries:
+        return None
+    types = buffer_types()
+    arr = (_BuftOverride * (len(entries) + 1))()
+    for i, entry in enumerate(entries):
+        pattern, _, name = entry.partition("=")
+        if name not in types:
+            raise SentiricError(f"tensor override {entry!r}: this llama.cpp has no buffer type {name!r}",
+                                "available: " + ", ".join(sorted(types)))
+        arr[i].pattern, arr[i].buft = pattern.encode(), types[name]
+    return arr
+
+
 class Model:
     def __init__(self, path: Path, settings: Settings) -> None:
         mp = C.llama_model_default_params()
@@ -90,6 +130,9 @@ class Model:
                                     f"at most {n}")
             self._split = (ctypes.c_float * n)(*settings.tensor_split)
             mp.tensor_split = ctypes.cast(self._split, ctypes.POINTER(ctypes.c_float))
+        self._overrides = tensor_overrides(settings.tensor_overrides)  # alive until the model is loaded
+        if self._overrides is not None:
+            mp.tensor_buft_overrides = ctypes.cast(self._overrides, ctypes.c_void_p)
         if _log_state["verbose"]:
             sys.stderr.write(f"sentiric: CPU path: {self.cpu.describe()}\n")
         self.path = path

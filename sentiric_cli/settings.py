@@ -49,11 +49,15 @@ class Settings(BaseModel):
     swa_full: bool = Field(False, description="Full-size cache for sliding-window layers; needed to shift their context")
     use_mmap: bool = Field(True, description="Map the model file instead of reading it into RAM")
     kv_offload: bool = Field(True, description="Keep the KV cache of offloaded layers on the GPU")
-    op_offload: bool = Field(True, description="Run the CPU layers' big matrix products on the GPU (llama.cpp's "
-                             "default; costs a copy of those weights in the GPU's compute buffer)")
+    op_offload: bool = Field(True, description="Run the big matrix products of weights kept in RAM (CPU layers, "
+                             "CPU overrides) on the GPU (llama.cpp's default; its compute buffer holds a copy of one "
+                             "such weight at a time)")
     tensor_split: list[float] = Field([], max_length=16, description="Share of the offloaded layers per GPU, in "
                                       "order (e.g. 3,1 or layer counts 17,18); empty = by free memory")
     main_gpu: int = Field(0, ge=0, le=15, description="The GPU that holds the whole model when only one is used")
+    tensor_overrides: list[str] = Field([], max_length=64, description="llama.cpp's --override-tensor: PATTERN=BUFFER "
+                                        "entries (e.g. exps=CPU keeps MoE experts in RAM); the first matching pattern "
+                                        "places a tensor; BUFFER is CPU or a GPU's (CUDA0, CUDA1 ...)")
     strategy: Literal["auto", "window", "map"] = Field(
         "auto", description="Long documents (run, serve): auto = one read when prompt + document fit the window, else "
         "map; window = stream through one shifting window; map = chunks read `threads` at a time, then reduced")
@@ -84,7 +88,7 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0.0, le=3600.0,
                                     description="Seconds running requests get to finish after SIGTERM before they are cut")
 
-    @field_validator("cors_origins", "tensor_split", mode="before")
+    @field_validator("cors_origins", "tensor_split", "tensor_overrides", mode="before")
     @classmethod
     def _split(cls, v):
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -94,6 +98,19 @@ class Settings(BaseModel):
     def _shares(cls, v: list[float]) -> list[float]:
         if any(not math.isfinite(x) or x < 0 for x in v) or (v and not sum(v) > 0):
             raise ValueError("tensor_split takes non-negative shares with at least one above 0, e.g. 3,1")
+        return v
+
+    @field_validator("tensor_overrides")
+    @classmethod
+    def _overrides(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            pattern, eq, buffer = entry.partition("=")  # llama.cpp splits at the first =
+            if not eq or not pattern or not buffer:
+                raise ValueError(f"tensor override {entry!r} is not PATTERN=BUFFER, e.g. exps=CPU")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"tensor override {entry!r}: the pattern is not a regular expression ({e})") from None
         return v
 
     @model_validator(mode="after")

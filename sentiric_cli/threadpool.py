@@ -25,10 +25,14 @@ class _Params(ctypes.Structure):  # struct ggml_threadpool_params
 _api: dict = {}
 
 
+def ggml_lib_dir() -> Path:
+    """The libraries llama-cpp-python loaded: its own, or a build it was pointed at (a CUDA one, say)."""
+    return Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
+
+
 def _bind() -> dict:
     if not _api:
-        # the library llama-cpp-python loaded: its own, or a build it was pointed at (a CUDA one, say)
-        lib = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
+        lib = ggml_lib_dir()
         base = ctypes.CDLL(str(lib / "libggml-base.so"))
         cpu = ctypes.CDLL(str(lib / "libggml-cpu.so"))
         base.ggml_threadpool_params_init.argtypes = [ctypes.POINTER(_Params), ctypes.c_int]

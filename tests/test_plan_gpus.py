@@ -70,7 +70,10 @@ def test_partial_offload_keeps_a_gpu_compute_buffer(seed_gguf):
     half = breakdown(header, info, dev, Shape(context=4096, gpu_layers=18))
     w = weights(header, info, 18)
     assert half.devices[0].weights_bytes == w.device_bytes and half.weights_host_bytes == w.host_bytes
-    assert half.compute_modelled and not breakdown(header, info, dev, Shape(context=4096, gpu_layers=35)).compute_modelled
+    # partial offload with op offload is checked on a log (tests/cuda_logs.py); the CPU doing that work
+    # itself (no op offload) and pipeline copies are still modelled
+    assert not half.compute_modelled and not breakdown(header, info, dev, Shape(context=4096, gpu_layers=35)).compute_modelled
+    assert breakdown(header, info, dev, Shape(context=4096, gpu_layers=18, op_offload=False)).compute_modelled
 
 
 def test_plan_recommends_a_tensor_split_in_layers(seed_gguf):

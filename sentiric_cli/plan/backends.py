@@ -9,14 +9,19 @@ op's weights live and gives every backend its own compute buffer:
 - the host gets a pinned `CUDA_Host` compute buffer: the graph inputs, which llama.cpp creates on
   the CPU (token ids, positions, the embeddings that get_rows reads from the host-side token_embd,
   the KQ masks), plus the working set of whatever still runs on the CPU;
-- op offload (on by default, `--no-op-offload`): a weight-bound op of a CPU layer with a batch of
-  at least 32 rows runs on the first GPU, whose compute buffer then holds a copy of that split's
-  weights. With gpu_layers 0 a CUDA build therefore still has a GPU compute buffer, as big as the
-  output layer's weights plus the logits;
-- pipeline parallelism (several GPUs, every layer offloaded, KV offloaded): every input of every
-  split is kept in GGML_SCHED_MAX_COPIES = 4 copies that the allocator may not reuse.
-Full offload on one GPU is checked against published CUDA logs (tests/cuda_logs); partial offload,
-op offload and pipeline copies follow the scheduler's code and are marked as modelled.
+- op offload (on by default, `--no-op-offload`): an op whose weight is in host memory (a CPU layer's,
+  or one a tensor override keeps there) runs on the first GPU when its batch has at least 32 rows.
+  The scheduler starts a new split at every such weight, so the GPU's compute buffer holds a copy of
+  one weight at a time (the biggest decides) next to that stage's working set. The ops between them
+  follow onto the GPU too: a CPU layer's attention runs there on a copy of its K and V views, and the
+  host keeps only the graph inputs and the K/V rows written into the CPU-side cache. With gpu_layers
+  0 a CUDA build therefore still has a GPU compute buffer, as big as the output layer's weights plus
+  the logits;
+- pipeline parallelism (several GPUs, every layer offloaded, KV offloaded, no tensor overrides): every
+  input of every split is kept in GGML_SCHED_MAX_COPIES = 4 copies that the allocator may not reuse.
+Full offload on one and on two GPUs, and gpu_layers 0, are checked against published CUDA logs
+(tests/cuda_logs.py); partial offload between them and pipeline copies follow the scheduler's code
+and are marked as modelled.
 """
 
 from __future__ import annotations
@@ -30,8 +35,6 @@ from .modelinfo import ARCH_RULES, ModelInfo, layer_of
 
 N_COPIES = 4  # GGML_SCHED_MAX_COPIES
 OFFLOAD_MIN_BATCH = 32  # ggml-cuda: ops with fewer rows stay where their weights are
-_ATTN_IN = ("attn_q.", "attn_k.", "attn_v.", "attn_qkv.", "attn_norm.", "attn_q_a", "attn_q_b", "attn_kv_a",
-            "attn_kv_b", "attn_k_b", "attn_v_b", "attn_q_norm", "attn_k_norm")
 
 
 @dataclass(frozen=True)
@@ -50,18 +53,18 @@ class BackendCompute:
     modelled: bool  # partial offload / op offload / pipeline: from the scheduler's code, not yet checked on a log
 
 
-def _split_weights(header: GGUFHeader, info: ModelInfo) -> list[int]:
-    """Per repeating layer: the bigger of its two op-offload splits (the Q/K/V projections before the
-    attention, which stays on the CPU, and the output projection + feed-forward after it)."""
-    before = [0] * info.n_layer
-    after = [0] * info.n_layer
+def _host_weight_peak(header: GGUFHeader, info: ModelInfo, where: list[int], moved: dict[str, int]) -> int:
+    """The biggest weight an offloaded op copies to the GPU: a tensor of a CPU layer, or one a tensor
+    override keeps in host memory. Each such op is a split of its own (ggml_backend_sched_split_graph:
+    "by starting a new split, the memory of the previously offloaded weights can be reused")."""
+    peak = 0
     for t in header.tensors:
         il = layer_of(t.name)
         if il is None or il >= info.n_layer:
             continue
-        rest = t.name.split(".", 2)[2]
-        (before if rest.startswith(_ATTN_IN) else after)[il] += t.n_bytes
-    return [max(a, b) for a, b in zip(before, after, strict=True)]
+        if moved.get(t.name, where[il]) == CPU:
+            peak = max(peak, t.n_bytes)
+    return peak
 
 
 def cuda_stages(info: ModelInfo, shape: Shape, kv: KV) -> Stages:
@@ -78,18 +81,25 @@ def cuda_stages(info: ModelInfo, shape: Shape, kv: KV) -> Stages:
 
 
 def cuda_compute(header: GGUFHeader, info: ModelInfo, shape: Shape, kv: KV, where: list[int],
-                 n_gpus: int, op_offload: bool = True) -> BackendCompute:
+                 n_gpus: int, op_offload: bool = True, moved: dict[str, int] | None = None) -> BackendCompute:
+    """`moved`: tensors a tensor override placed off their layer's device (name -> device, CPU = -1)."""
+    moved = moved or {}
     st: Stages = cuda_stages(info, shape, kv)
     t = st.tokens
     n_layer = info.n_layer
     gpus = sorted({d for d in where if d != CPU})
     cpu_layers = [il for il in range(n_layer) if where[il] == CPU]
     output_cpu = where[n_layer] == CPU
-    pipeline = n_gpus > 1 and not cpu_layers and not output_cpu and shape.kv_offload and len(gpus) > 1
+    pipeline = (n_gpus > 1 and not cpu_layers and not output_cpu and shape.kv_offload and len(gpus) > 1
+                and not shape.overrides)  # llama_context: no pipeline parallelism with tensor overrides
     copies = N_COPIES if pipeline else 1
     rule = ARCH_RULES.get(info.arch)
     pos = 4 if rule and rule.mrope else 1  # M-RoPE keeps 4 positions per token
-    inputs = 4 * t * info.n_embd + 4 * t * (pos + 2) + st.masks  # embeddings, ids/positions/out_ids, masks
+    # token ids, positions, output ids; and the int64 rows where the new K and V go in the cache
+    ids = 4 * t * (pos + 2) + (0 if info.recurrent else 16 * t)
+    embd = 4 * t * info.n_embd  # get_rows reads the host-side token_embd: the embeddings start on the CPU
+    # the mask inputs are f32; flash attention casts them to f16 where the attention runs
+    inputs = embd + ids + st.masks * (2 if shape.flash_attn else 1)
     layer_stage = max(st.ffn, st.attention) if not info.recurrent else st.output
     buffers: dict[int, DeviceCompute] = {}
     for d in gpus:
@@ -102,33 +112,43 @@ def cuda_compute(header: GGUFHeader, info: ModelInfo, shape: Shape, kv: KV, wher
         size, why = max(parts)
         why += " stage"
         if pipeline and repeating:
-            size += (copies - 1) * (st.masks + 4 * t * info.n_embd)
+            size += (copies - 1) * (st.masks + embd)
             why += f" + {copies - 1} more copies of the split inputs (pipeline parallelism)"
         buffers[d] = DeviceCompute(d, size, why)
+    offloading = op_offload and t >= OFFLOAD_MIN_BATCH and n_gpus > 0
     offloaded = 0
-    if op_offload and t >= OFFLOAD_MIN_BATCH and n_gpus and (cpu_layers or output_cpu):
-        split = _split_weights(header, info)
-        peak_w = max((split[il] for il in cpu_layers), default=0)
-        need, why = (peak_w + st.ffn, "CPU layers' weights copied in for op offload") if cpu_layers else (0, "")
+    if offloading and (cpu_layers or output_cpu or any(v == CPU for v in moved.values())):
+        peak_w = _host_weight_peak(header, info, where, moved)
+        need, why = (peak_w + st.ffn, "a host-side weight copied in for op offload") if peak_w else (0, "")
+        if cpu_layers and st.attention:  # their attention follows onto the GPU, on copies of the K/V views
+            views = max(kv.layers[il] for il in cpu_layers)
+            if st.attention + views > need:
+                need, why = st.attention + views, "the CPU layers' attention, run here on copies of their K/V"
         if output_cpu:
             lw = layer_weights(header, info)
             out_w = lw.layers[n_layer] + lw.tied_bytes
             if out_w + st.output > need:
                 need, why, peak_w = out_w + st.output, "the output layer's weights copied in for op offload", out_w
         offloaded = peak_w
-        first = DeviceCompute(0, 0, "")
-        prev = buffers.get(0, first)
+        prev = buffers.get(0, DeviceCompute(0, 0, ""))
         buffers[0] = DeviceCompute(0, need, why) if need > prev.bytes else prev
     host_work = 0
-    if cpu_layers:  # the CPU still runs those layers' attention (and their feed-forward without op offload)
-        host_work = st.attention if op_offload else layer_stage
-        if op_offload and not st.attention:
-            host_work = 4 * t * (info.n_embd + 2 * max(info.head_k * h for h in info.n_head_kv))
-    if output_cpu and not op_offload:
+    if cpu_layers and not offloading:  # the CPU runs those layers
+        host_work = layer_stage
+    elif cpu_layers and not info.recurrent:
+        # only get_rows and the writes into the CPU-side cache stay: the new K and V rows (f32) come
+        # back from the GPU while the embeddings are already gone
+        rows = max(info.head_k * h for h in info.n_head_kv) + max(info.head_v * h for h in info.n_head_kv)
+        host_work = max(0, 4 * t * rows - embd)
+    elif cpu_layers:
+        host_work = 4 * t * (info.n_embd + 2 * max(info.head_k * h for h in info.n_head_kv))
+    if output_cpu and not offloading:
         host_work = max(host_work, st.output)
     host = inputs * copies + host_work
     buffers[CPU] = DeviceCompute(CPU, host, "graph inputs (embeddings, ids, positions, masks)"
                                  + (f" x {copies} copies" if copies > 1 else "")
                                  + (" + the CPU layers' working set" if host_work else ""))
-    modelled = bool(cpu_layers or output_cpu or pipeline)
+    # checked on logs: full offload (one GPU, or several without pipeline copies), and CPU layers with op
+    # offload (gpu_layers 0, and 20 of 32); pipeline copies and CPU layers without op offload are not yet
+    modelled = pipeline or (bool(cpu_layers or output_cpu) and not offloading)
     return BackendCompute("cuda", buffers, pipeline, offloaded, modelled)

@@ -16,6 +16,7 @@ from ..bundled import model_path
 from ..errors import SentiricError
 from ..settings import load_settings, to_yaml
 from .device import select_devices
+from .layout import override_places
 from .measure import compare
 from .measure import measure as dry_run
 from .modelinfo import model_info
@@ -23,6 +24,8 @@ from .planner import Plan, make_plan
 from .render import render
 from .shards import read_model
 from .usage import NO_FIT, Extra, layer_rows
+
+EXPS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # llama.cpp's --cpu-moe pattern
 
 
 def plan(
@@ -38,6 +41,11 @@ def plan(
                                     "(llama-server's default when -np is auto)."),
     op_offload: bool | None = typer.Option(None, "--op-offload/--no-op-offload", help="Pin op offload (CPU layers' "
                                            "big matrix products on the GPU; llama.cpp's default: on)."),
+    override_tensor: list[str] | None = typer.Option(None, "--override-tensor", "-ot", help="llama.cpp's tensor "
+                                                     "override PATTERN=BUFFER (exps=CPU, or CUDA1); repeatable."),
+    cpu_moe: bool = typer.Option(False, "--cpu-moe", help="Keep every MoE expert tensor in RAM (llama.cpp's -cmoe)."),
+    n_cpu_moe: int = typer.Option(0, "--n-cpu-moe", min=0, max=4096, help="Keep the expert tensors of the first N "
+                                  "layers in RAM (llama.cpp's -ncmoe)."),
     mmproj: Path | None = typer.Option(None, "--mmproj", help="Add a vision projector GGUF (its weights)."),
     draft: Path | None = typer.Option(None, "--draft", help="Add a draft model for speculative decoding."),
     measure: bool = typer.Option(False, "--measure", help="Also run llama.cpp's own dry run (no_alloc) and print it "
@@ -60,7 +68,8 @@ def plan(
     """
     overrides = {"model": model, "context_size": context, "threads": threads, "gpu_layers": gpu_layers,
                  "cache_type_k": cache_type, "cache_type_v": cache_type, "flash_attn": flash_attn,
-                 "swa_full": swa_full, "ubatch_size": ubatch, "tensor_split": tensor_split, "op_offload": op_offload}
+                 "swa_full": swa_full, "ubatch_size": ubatch, "tensor_split": tensor_split, "op_offload": op_offload,
+                 "tensor_overrides": _overrides(override_tensor, cpu_moe, n_cpu_moe)}
     if ubatch is not None:  # a physical batch larger than the logical one lifts it, as llama.cpp needs
         without = load_settings(profile, {**overrides, "ubatch_size": None})
         overrides["batch_size"] = ubatch if without.batch_size < ubatch else None
@@ -75,6 +84,10 @@ def plan(
     if gpus and settings.tensor_split and len(settings.tensor_split) != gpus:
         raise SentiricError(f"tensor_split has {len(settings.tensor_split)} entries for {gpus} GPU(s)",
                             "give one share per GPU, e.g. --gpu 0,1 --tensor-split 3,1")
+    try:
+        override_places(header, tuple(settings.tensor_overrides), gpus)
+    except ValueError as e:
+        raise SentiricError(str(e), "name CPU or a planned GPU's buffer (CUDA0 for --gpu's first)") from None
     extras = _extras(mmproj, draft)
     result = make_plan(header, info, devices, settings, pinned, extras=extras, kv_unified=kv_unified)
     rows = layer_rows(header, info, devices, result.shape, result.memory) if layers else None
@@ -96,6 +109,16 @@ def plan(
     else:
         render(result, Console(), Console(stderr=True), rows, compared)
     raise typer.Exit(0 if result.fits else 1)
+
+
+def _overrides(entries: list[str] | None, cpu_moe: bool, n_cpu_moe: int) -> list[str] | None:
+    """-ot entries, then llama.cpp's own shorthands for MoE experts (common.h LLM_FFN_EXPS_REGEX)."""
+    out = [x for e in entries or () for x in e.split(",") if x.strip()]
+    if cpu_moe:
+        out.append(EXPS + "=CPU")
+    if n_cpu_moe:  # one alternation instead of llama.cpp's pattern per layer: the same tensors
+        out.append(rf"blk\.({'|'.join(map(str, range(n_cpu_moe)))}){EXPS}=CPU")
+    return out or None
 
 
 def _extras(mmproj: Path | None, draft: Path | None) -> tuple[Extra, ...]:

@@ -48,7 +48,8 @@ def explain(header, info: ModelInfo, gpus: list[Device], devices: tuple[Device, 
                      "sum of tensor sizes from the GGUF tensor infos (n_elements x type size / block size) for layers "
                      f"{max(info.n_layer + 1 - shape.gpu_layers, 0)}..{info.n_layer} (output layer = {info.n_layer})"))
         rows.append(("weights on host", _mib(bd.weights_host_bytes),
-                     "token_embd always stays on the host, with the layers not offloaded"))
+                     "token_embd always stays on the host, with the layers not offloaded"
+                     + (" and the tensors a CPU override matches" if shape.overrides else "")))
     else:
         rows.append(("weights", _mib(bd.weights_device_bytes),
                      "all tensors, from the GGUF tensor infos (planning for host RAM)"))
@@ -95,8 +96,13 @@ def notes(info: ModelInfo, devices: tuple[Device, ...], shape: Shape, bd: Breakd
     if gpu and shape.gpu_layers < info.n_layer + 1:
         out.append(f"{shape.gpu_layers} of {info.n_layer + 1} layers offloaded (the output layer counts as one "
                    "and goes first); the rest run on the CPU"
-                   + ("; with op offload their big matrix products run on the first GPU, which holds a copy of "
-                      "their weights while it does" if shape.op_offload else ""))
+                   + ("; with op offload their big matrix products, and the attention between them, run on the "
+                      "first GPU, which holds a copy of one weight at a time" if shape.op_offload else ""))
+    if gpu and shape.overrides:
+        out.append("tensor overrides (" + ", ".join(shape.overrides) + "): matching tensors live where they say; "
+                   "llama.cpp then runs without pipeline parallelism"
+                   + ("; ops on host-side weights run on the first GPU (op offload), one weight copy at a time"
+                      if shape.op_offload else ""))
     if len(bd.devices) > 1 and any(u.n_layers == 0 for u in bd.devices):
         out.append("a GPU holds no layers: it still gets a CUDA context (the margin)")
     if info.n_ctx_train and shape.context > info.n_ctx_train:

@@ -10,8 +10,11 @@ With no tensor_split llama.cpp splits by each device's free memory.
 from __future__ import annotations
 
 import bisect
+import re
 
 import numpy as np
+
+from .gguf_header import GGUFHeader
 
 CPU = -1
 
@@ -51,4 +54,34 @@ def runs(where: list[int]) -> dict[int, tuple[int, int]]:
     for il, d in enumerate(where):
         lo, _ = out.get(d, (il, il))
         out[d] = (lo, il)
+    return out
+
+
+def override_device(buffer: str, n_gpus: int) -> int:
+    """A tensor override's buffer type as a device: CPU (or CUDA_Host, pinned RAM) -> CPU, CUDAn -> GPU n."""
+    if buffer in ("CPU", "CUDA_Host"):
+        return CPU
+    m = re.fullmatch(r"(?:CUDA|ROCm|Vulkan)(\d+)", buffer)
+    if not m:
+        raise ValueError(f"tensor override buffer {buffer!r} is not one llama.cpp names: CPU, CUDA0, CUDA1 ...")
+    index = int(m.group(1))
+    if index >= n_gpus:
+        raise ValueError(f"tensor override buffer {buffer!r}: this plan has {n_gpus} GPU(s)"
+                         + (f", CUDA0 to CUDA{n_gpus - 1}" if n_gpus else ""))
+    return index
+
+
+def override_places(header: GGUFHeader, overrides: tuple[str, ...], n_gpus: int) -> dict[str, int]:
+    """Tensor name -> device for every tensor an override matches. As llama_model_loader does: each
+    PATTERN=BUFFER in order, regex_search on the name, the first match wins."""
+    rules = []
+    for entry in overrides:
+        pattern, _, buffer = entry.partition("=")
+        rules.append((re.compile(pattern), override_device(buffer, n_gpus)))
+    out: dict[str, int] = {}
+    for t in header.tensors if rules else ():
+        for rx, dev in rules:
+            if rx.search(t.name):
+                out[t.name] = dev
+                break
     return out

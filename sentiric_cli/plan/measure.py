@@ -47,7 +47,7 @@ def measure(header: GGUFHeader, shape: Shape, main_gpu: int = 0) -> Measured:
                "tensor_split": list(shape.tensor_split), "n_ctx": shape.context * shape.threads,
                "n_seq_max": shape.threads, "n_batch": max(shape.batch, shape.ubatch), "n_ubatch": shape.ubatch,
                "flash_attn": shape.flash_attn, "swa_full": shape.swa_full, "kv_unified": shape.kv_unified,
-               "offload_kqv": shape.kv_offload, "op_offload": shape.op_offload,
+               "offload_kqv": shape.kv_offload, "op_offload": shape.op_offload, "overrides": list(shape.overrides),
                "type_k": _TYPES[shape.cache_type_k], "type_v": _TYPES[shape.cache_type_v]}
         try:
             done = subprocess.run([sys.executable, "-m", "sentiric_cli.plan.measure", json.dumps(job)],
@@ -149,7 +149,8 @@ def _child(job: dict) -> dict:
 
     from llama_cpp import llama_cpp as C
 
-    from ..llama import tap_log
+    from ..errors import SentiricError
+    from ..llama import tap_log, tensor_overrides
 
     log: list[str] = []
     tap_log(log)
@@ -164,6 +165,12 @@ def _child(job: dict) -> dict:
     if job["tensor_split"]:
         keep = (ctypes.c_float * C.llama_max_devices())(*job["tensor_split"])
         mp.tensor_split = ctypes.cast(keep, ctypes.POINTER(ctypes.c_float))
+    try:
+        overrides = tensor_overrides(job["overrides"])
+    except SentiricError as e:
+        return {"error": str(e)}
+    if overrides is not None:
+        mp.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
     model = C.llama_model_load_from_file(job["path"].encode(), mp)
     if not model:
         return {"error": "llama.cpp could not load the model: " + _last(log)}
@@ -179,7 +186,7 @@ def _child(job: dict) -> dict:
     size = C.llama_model_size(model)
     C.llama_free(ctx)
     C.llama_model_free(model)
-    del keep
+    del keep, overrides
     return {"model_size": size, "log": "".join(log), "gpu": bool(C.llama_supports_gpu_offload())}
 
 

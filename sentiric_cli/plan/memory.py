@@ -52,6 +52,7 @@ class Shape:
     kv_unified: bool = False  # one cache shared by all sequences (llama-server's default with -np auto)
     op_offload: bool = True  # a GPU build runs CPU layers' big matrix products on the first GPU
     tensor_split: tuple[float, ...] = ()  # share of the offloaded layers per GPU; () = by free memory
+    overrides: tuple[str, ...] = ()  # llama.cpp's tensor buffer overrides, PATTERN=BUFFER (layout.override_places)
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,16 @@ def layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
     return LayerWeights(layers, inputs, embd if tied else 0)
 
 
-def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[int] | None = None) -> Weights:
+def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[int] | None = None,
+            moved: dict[str, int] | None = None) -> Weights:
     """Where each tensor lives for n_gpu_layers, as llama_model::load_tensors assigns it.
 
     The last gpu_layers of the n_layer + 1 'layers' go to the GPU, and the output layer
     (index n_layer) is the first to go: i_gpu_start = n_layer + 1 - n_gpu_layers.
     token_embd always stays on the host; a tied output (no output.weight) is a second copy of
     token_embd that goes with the output layer. `where` (layout.layer_devices) places each layer
-    on one of several devices; without it, every offloaded layer is on device 0.
+    on one of several devices; without it, every offloaded layer is on device 0. `moved`
+    (layout.override_places): tensors a tensor override puts elsewhere, name -> device.
     """
     lw = layer_weights(header, info)
     where = where if where is not None else layer_devices(info.n_layer, gpu_layers, [1.0])
@@ -107,7 +110,14 @@ def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[in
     output_dev = where[info.n_layer]
     if lw.tied_bytes and output_dev != CPU:
         by[output_dev] += lw.tied_bytes
-    host = by[CPU]
+    for t in header.tensors if moved else ():
+        if t.name in moved:
+            il = layer_of(t.name)
+            home = CPU if t.name.startswith("token_embd.") else where[il if il is not None and il < info.n_layer
+                                                                         else info.n_layer]
+            by[home] -= t.n_bytes
+            by[moved[t.name]] = by.get(moved[t.name], 0) + t.n_bytes
+    host = by.get(CPU, 0)
     blocks = lw.layers[:info.n_layer]
     per_layer = sum(blocks) // max(len(blocks), 1)
     return Weights(sum(by.values()) - host, host, sum(d != CPU for d in where), output_dev != CPU,

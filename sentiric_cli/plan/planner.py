@@ -93,7 +93,7 @@ def _shape(settings: Settings, info: ModelInfo) -> Shape:
                  cache_type_k=settings.cache_type_k, cache_type_v=settings.cache_type_v,
                  flash_attn=settings.flash_attn, swa_full=settings.swa_full, ubatch=settings.ubatch_size,
                  batch=settings.batch_size, kv_offload=settings.kv_offload, op_offload=settings.op_offload,
-                 tensor_split=tuple(settings.tensor_split))
+                 tensor_split=tuple(settings.tensor_split), overrides=tuple(settings.tensor_overrides))
 
 
 def _fits(bd: Breakdown) -> bool:

@@ -106,7 +106,9 @@ def _breakdown(p: Plan, out: Console) -> None:
         b.add_row(name, *cells)
     out.print(b)
     if gpu:
-        out.print(f"host RAM: weights {_mib(m.weights_host_bytes)} (page cache with mmap), "
+        how = ("page cache with mmap; tensors overridden to CPU are copied into RAM" if p.shape.overrides
+               else "page cache with mmap")
+        out.print(f"host RAM: weights {_mib(m.weights_host_bytes)} ({how}), "
                   f"KV {_mib(m.kv_bytes - m.kv_device_bytes)}, compute (CUDA_Host) {_mib(m.host_compute_bytes)}, "
                   f"logits {_mib(m.output_host_bytes)}", highlight=False)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from .backends import cuda_compute
 from .device import Device
 from .gguf_header import GGUFHeader
-from .layout import CPU, layer_devices, runs
+from .layout import CPU, layer_devices, override_places, runs
 from .memory import Shape, compute_buffer, kv_cache, layer_weights, weights
-from .modelinfo import ModelInfo
+from .modelinfo import ModelInfo, layer_of
 
 VERDICTS = ((0.75, "very safe"), (0.90, "safe"), (1.00, "risky"))
 NO_FIT = "does not fit"
@@ -94,11 +94,14 @@ class Breakdown:
 
 
 def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], shape: Shape,
-              extras: tuple[Extra, ...] = ()) -> Breakdown:
+              extras: tuple[Extra, ...] = (), where: list[int] | None = None) -> Breakdown:
+    """`where`: a layer placement to use instead of this llama.cpp's rule (layout.layer_devices), e.g.
+    an older build's, whose gpu_layers offloaded repeating layers before the output layer."""
     gpus = [d for d in devs if d.is_gpu]
     extra = _extras(devs, shape, extras)
     output_host = 4 * info.n_vocab * shape.threads  # llama_context output buffer: one logits row per sequence
     if not gpus:  # planning for host RAM: everything lives there, the CPU build's compute buffer
+        override_places(header, shape.overrides, 0)  # a GPU buffer named without a GPU: an error
         shape = replace(shape, gpu_layers=0)
         where = layer_devices(info.n_layer, 0, [])
         w, kv = weights(header, info, 0, where), kv_cache(info, shape, where)
@@ -113,9 +116,10 @@ def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sha
     split = shape.tensor_split or tuple(float(d.free_bytes) for d in gpus)
     if len(split) != len(gpus):
         raise ValueError(f"tensor_split has {len(split)} entries for {len(gpus)} GPUs")
-    where = layer_devices(info.n_layer, shape.gpu_layers, list(split))
-    w, kv = weights(header, info, shape.gpu_layers, where), kv_cache(info, shape, where)
-    comp = cuda_compute(header, info, shape, kv, where, len(gpus), shape.op_offload)
+    where = where or layer_devices(info.n_layer, shape.gpu_layers, list(split))
+    moved = override_places(header, shape.overrides, len(gpus))
+    w, kv = weights(header, info, shape.gpu_layers, where, moved), kv_cache(info, shape, where)
+    comp = cuda_compute(header, info, shape, kv, where, len(gpus), shape.op_offload, moved)
     spans = runs(where)
     uses = []
     for i, d in enumerate(gpus):
@@ -193,12 +197,20 @@ def layer_rows(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sh
     def dev(i: int, offload: bool = True) -> str:
         return "CPU" if i == CPU or not offload else (gpus[i].index or str(i))
 
+    moved = override_places(header, shape.overrides, len(gpus))
+    elsewhere: dict[int, dict[int, int]] = {}  # layer -> device -> bytes a tensor override put there
+    for t in header.tensors if moved else ():
+        il = layer_of(t.name)
+        if t.name in moved and il is not None and il < info.n_layer and moved[t.name] != where[il]:
+            per = elsewhere.setdefault(il, {})
+            per[moved[t.name]] = per.get(moved[t.name], 0) + t.n_bytes
     rows = [LayerRow(-1, "token_embd", "CPU", "input", lw.input_bytes, 0)]
     for il in range(info.n_layer):
         kind = ("recurrent" if info.recurrent else "no cache" if not kv.layers[il]
                 else "sliding" if info.swa[il] else "full")
         kv_dev = dev(where[il], shape.kv_offload)
         place = dev(where[il]) + ("" if kv_dev == dev(where[il]) else f" (KV {kv_dev})")
+        place += "".join(f" ({n / 2**20:.0f} MiB on {dev(d)})" for d, n in sorted(elsewhere.get(il, {}).items()))
         rows.append(LayerRow(il, f"blk.{il}", place, kind, lw.layers[il], kv.layers[il]))
     out_dev = where[info.n_layer]
     rows.append(LayerRow(info.n_layer, "output", dev(out_dev), "output",
