@@ -26,6 +26,7 @@ from . import shift
 from .errors import SentiricError
 from .llama import Batch, Context, Model
 from .logprobs import LogprobLog, TokenLogprob, log_softmax
+from .padding import StepCosts, pad
 from .plan.modelinfo import model_info
 from .plan.shards import read_model
 from .settings import Settings
@@ -372,6 +373,18 @@ class Engine:
         # llama.cpp reports recurrent memory as shiftable, but removing a middle range does not undo a state
         self.shiftable = self.ctx.can_shift and self.info.can_shift_arch
         self.batch = Batch(max(self.ctx.n_batch, settings.threads))
+        self.costs = StepCosts()  # decode step cost by rows: empty = steps are never padded (padding.py)
+
+    def measure_steps(self) -> None:
+        """Measure what a decode step costs by row count, so that steps can be padded to a cheaper size
+        (padding.py). For serving several sequences; the context must be idle."""
+        n = self.ctx.n_seq_max
+        if not self.settings.pad_steps or n < 2 or self.info.recurrent:
+            return
+        self.costs = StepCosts.measure(self.ctx, self.batch, self._pad_token(), n, min(n, self.batch.capacity))
+
+    def _pad_token(self) -> int:
+        return self.model.bos if self.model.bos >= 0 else 0
 
     def close(self) -> None:
         self.batch.close()
@@ -403,8 +416,24 @@ class Engine:
             active.append(s)
             if budget <= 0:
                 break
-        if active:
-            self.ctx.decode(self.batch, prompt=any(not s.generating for s in active))
+        padded: list[tuple[int, int]] = []
+        real = len(self.batch)
+        decode_only = bool(active) and real == len(active) and all(s.generating for s in active)
+        if decode_only:
+            rows = self.costs.choose(real)  # a row count the kernels run faster (padding.py)
+            if rows > real:
+                busy = {s.id for s in seqs}
+                idle = [i for i in range(self.ctx.n_seq_max) if i not in busy]
+                padded = pad(self.ctx, self.batch, idle, rows, self.ctx.n_ctx_seq, self._pad_token())
+        try:
+            if active:
+                t0 = time.perf_counter()
+                self.ctx.decode(self.batch, prompt=any(not s.generating for s in active))
+                if decode_only:
+                    self.costs.observe(real, bool(padded), time.perf_counter() - t0)
+        finally:
+            for seq_id, first in padded:  # the extra rows' cells go: the next real token takes that position
+                self.ctx.seq_rm(seq_id, first, -1)
         for s in active:
             s.after_decode()
 

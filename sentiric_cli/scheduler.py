@@ -72,7 +72,9 @@ class Scheduler:
         self.stopping = False
         self.deadline: float | None = None  # draining: running requests are cut at this time.monotonic()
         self.thread = threading.Thread(target=self._run, name="sentiric-scheduler", daemon=True)
+        self.measured = threading.Event()
         self.thread.start()
+        self.measured.wait()  # ready once the step costs are known (a couple of seconds at most)
 
     # ---- called from the event loop
 
@@ -127,6 +129,12 @@ class Scheduler:
     # ---- the scheduler thread
 
     def _run(self) -> None:
+        # on this thread, the one that decodes from now on: llama.cpp's OpenMP build keeps a team of compute
+        # threads per calling thread, and a second team left waiting cost 20% of every later step
+        try:
+            self.engine.measure_steps()
+        finally:
+            self.measured.set()
         while True:
             with self.cv:
                 while not self.stopping and not self.queue and not any(self.slots):

@@ -37,6 +37,8 @@ class Settings(BaseModel):
                              "physical core this process may use (llama.cpp's default; SMT siblings are left to the "
                              "server's own threads), and one fewer while the model step is so cheap that the server's "
                              "own threads are the limit (measured as it runs)")
+    pad_steps: bool = Field(True, description="serve: pad a decode step with throw-away rows up to a row count that "
+                            "llama.cpp computes faster, as measured when the server starts (docs/settings.md)")
     persistent_threads: bool = Field(True, description="Keep llama.cpp's compute threads between decodes (as "
                                      "llama-server does) instead of starting them for every step")
     context_size: int = Field(4096, ge=16, le=4_194_304, description="Tokens of KV cache per thread (per request)")
