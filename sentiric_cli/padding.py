@@ -2,9 +2,9 @@
 
 A decode step costs what its matrix kernels cost for that many rows, and that is not monotonic: the
 CPU kernels work in tiles of rows, and rows left over go through slower paths. On the bundled model
-on this project's 2-core machines, 8 rows took 43 ms and 5, 6 or 7 rows 45-54 ms; 16 rows 65 ms and
-9 to 15 rows 55-97 ms (docs/benchmarks.md). So a step of 6 generating sequences runs faster with 2
-more rows whose results are thrown away.
+on this project's 2-core machines, 8 rows took 42 ms and 5, 6 or 7 rows 47-54 ms (docs/benchmarks.md,
+"Padded decode steps"). So a step of 6 generating sequences can run faster with 2 more rows whose
+results are thrown away.
 
 The costs differ by CPU, model, build and thread count, so they are measured, not assumed: once, when
 the serving engine starts, every row count up to `cap` is timed a few times on the idle context
