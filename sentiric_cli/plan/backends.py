@@ -19,9 +19,9 @@ op's weights live and gives every backend its own compute buffer:
   the logits;
 - pipeline parallelism (several GPUs, every layer offloaded, KV offloaded, no tensor overrides): every
   input of every split is kept in GGML_SCHED_MAX_COPIES = 4 copies that the allocator may not reuse.
-Full offload on one and on two GPUs, and gpu_layers 0, are checked against published CUDA logs
-(tests/cuda_logs.py); partial offload between them and pipeline copies follow the scheduler's code
-and are marked as modelled.
+Full offload on one and on two GPUs, gpu_layers 0 and 20 of 32 layers are checked against published
+CUDA logs (tests/cuda_logs.py); pipeline copies and CPU layers without op offload follow the
+scheduler's code and are marked as modelled.
 """
 
 from __future__ import annotations
