@@ -381,7 +381,10 @@ class Engine:
         n = self.ctx.n_seq_max
         if not self.settings.pad_steps or n < 2 or self.info.recurrent:
             return
-        self.costs = StepCosts.measure(self.ctx, self.batch, self._pad_token(), n, min(n, self.batch.capacity))
+        try:
+            self.costs = StepCosts.measure(self.ctx, self.batch, self._pad_token(), n, min(n, self.batch.capacity))
+        except RuntimeError:  # a decode llama.cpp refused: padding is an optimisation, serving goes on without it
+            self.costs = StepCosts()
 
     def _pad_token(self) -> int:
         return self.model.bos if self.model.bos >= 0 else 0

@@ -89,6 +89,10 @@ class StepCosts:
         start = time.perf_counter()
         try:
             _step(ctx, batch, token, n_seq, cap)  # warm-up: first graphs, buffers
+            t0 = time.perf_counter()
+            _step(ctx, batch, token, n_seq, 1)
+            if (time.perf_counter() - t0) * cap * 3 > budget_s:  # a model too slow to measure at start
+                return cls()
             for _ in range(REPEATS):
                 for n in range(1, cap + 1):
                     t0 = time.perf_counter()

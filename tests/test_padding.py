@@ -110,3 +110,11 @@ def test_measured_costs_cover_every_row_count(bundled, threads):
         else:
             assert e.costs.cap == threads and all(x > 0 for x in e.costs.seconds[1:])
         assert all(e.ctx.seq_pos_max(i) == -1 for i in range(threads))  # measured on an idle context, left so
+
+
+def test_a_model_too_slow_to_measure_is_never_padded(bundled):
+    s = Settings(context_size=256, threads=4)
+    with Engine(s, bundled) as e:
+        costs = StepCosts.measure(e.ctx, e.batch, e.model.bos, 4, 4, budget_s=1e-6)
+        assert costs.cap == -1 and costs.target(3) == 3
+        assert all(e.ctx.seq_pos_max(i) == -1 for i in range(4))
