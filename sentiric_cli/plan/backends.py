@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 
 from .gguf_header import GGUFHeader
 from .layout import CPU
-from .memory import KV, Shape, Stages, layer_weights, stages
-from .modelinfo import ARCH_RULES, ModelInfo, layer_of
+from .memory import KV, Shape, Stages, layer_weights, stages, tensor_layer
+from .modelinfo import ARCH_RULES, ModelInfo
 
 N_COPIES = 4  # GGML_SCHED_MAX_COPIES
 OFFLOAD_MIN_BATCH = 32  # ggml-cuda: ops with fewer rows stay where their weights are
@@ -59,10 +59,8 @@ def _host_weight_peak(header: GGUFHeader, info: ModelInfo, where: list[int], mov
     "by starting a new split, the memory of the previously offloaded weights can be reused")."""
     peak = 0
     for t in header.tensors:
-        il = layer_of(t.name)
-        if il is None or il >= info.n_layer:
-            continue
-        if moved.get(t.name, where[il]) == CPU:
+        il = tensor_layer(t.name, info.n_layer)
+        if il is not None and il < info.n_layer and moved.get(t.name, where[il]) == CPU:
             peak = max(peak, t.n_bytes)
     return peak
 

@@ -75,19 +75,27 @@ class LayerWeights:
     tied_bytes: int  # a tied output (no output.weight) is a copy of token_embd.weight, made where the output lives
 
 
+def tensor_layer(name: str, n_layer: int) -> int | None:
+    """The llama.cpp 'layer' a tensor belongs to: its block (0 .. n_layer - 1), n_layer for the output
+    layer (output, output_norm and other model-level tensors travel with it), None for the input
+    (token_embd and friends, always in host memory)."""
+    il = layer_of(name)
+    if il is not None and il < n_layer:
+        return il
+    return None if name.startswith("token_embd.") else n_layer
+
+
 def layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
     layers = [0] * (info.n_layer + 1)
     embd = inputs = 0
     tied = not any(t.name == "output.weight" for t in header.tensors)
     for t in header.tensors:
-        il = layer_of(t.name)
-        if il is not None and il < info.n_layer:
+        il = tensor_layer(t.name, info.n_layer)
+        if il is not None:
             layers[il] += t.n_bytes
-        elif t.name.startswith("token_embd."):
+        else:
             inputs += t.n_bytes
             embd += t.n_bytes if t.name == "token_embd.weight" else 0
-        else:  # output, output_norm and other model-level tensors travel with the output layer
-            layers[info.n_layer] += t.n_bytes
     return LayerWeights(layers, inputs, embd if tied else 0)
 
 
@@ -112,10 +120,8 @@ def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[in
         by[output_dev] += lw.tied_bytes
     for t in header.tensors if moved else ():
         if t.name in moved:
-            il = layer_of(t.name)
-            home = CPU if t.name.startswith("token_embd.") else where[il if il is not None and il < info.n_layer
-                                                                         else info.n_layer]
-            by[home] -= t.n_bytes
+            il = tensor_layer(t.name, info.n_layer)
+            by[CPU if il is None else where[il]] -= t.n_bytes
             by[moved[t.name]] = by.get(moved[t.name], 0) + t.n_bytes
     host = by.get(CPU, 0)
     blocks = lw.layers[:info.n_layer]

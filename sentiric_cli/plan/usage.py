@@ -14,8 +14,8 @@ from .backends import cuda_compute
 from .device import Device
 from .gguf_header import GGUFHeader
 from .layout import CPU, layer_devices, override_places, runs
-from .memory import Shape, compute_buffer, kv_cache, layer_weights, weights
-from .modelinfo import ModelInfo, layer_of
+from .memory import Shape, compute_buffer, kv_cache, layer_weights, tensor_layer, weights
+from .modelinfo import ModelInfo
 
 VERDICTS = ((0.75, "very safe"), (0.90, "safe"), (1.00, "risky"))
 NO_FIT = "does not fit"
@@ -200,7 +200,7 @@ def layer_rows(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sh
     moved = override_places(header, shape.overrides, len(gpus))
     elsewhere: dict[int, dict[int, int]] = {}  # layer -> device -> bytes a tensor override put there
     for t in header.tensors if moved else ():
-        il = layer_of(t.name)
+        il = tensor_layer(t.name, info.n_layer)
         if t.name in moved and il is not None and il < info.n_layer and moved[t.name] != where[il]:
             per = elsewhere.setdefault(il, {})
             per[moved[t.name]] = per.get(moved[t.name], 0) + t.n_bytes
