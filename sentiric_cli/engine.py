@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llama_cpp import llama_cpp as C
-
 from . import shift
 from .errors import SentiricError
 from .llama import Batch, Context, Model
@@ -29,6 +27,7 @@ from .logprobs import LogprobLog, TokenLogprob, log_softmax
 from .padding import StepCosts, pad
 from .plan.modelinfo import model_info
 from .plan.shards import read_model
+from .sampling import Sampler
 from .settings import Settings
 
 HEAD, TAIL, GENERATED = -1, -2, -3  # sources of tokens that are not part of the document
@@ -113,33 +112,6 @@ class Record:
         return math.exp(self.nll / self.scored_tokens) if self.scored_tokens else float("nan")
 
 
-def grammar_sampler(model: Model, grammar: str):
-    """llama.cpp's grammar sampler for GBNF text; SentiricError when llama.cpp cannot parse it."""
-    g = C.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
-    if not g:
-        raise SentiricError("the grammar does not parse (llama.cpp's GBNF)", "check the grammar / JSON schema")
-    return g
-
-
-def _sampler(req: Request, model: Model):
-    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-    if req.grammar:  # first: the samplers after it only see tokens the grammar allows
-        C.llama_sampler_chain_add(chain, grammar_sampler(model, req.grammar))
-    if req.repeat_penalty != 1.0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(model.n_vocab, 64, req.repeat_penalty, 0.0, 0.0))
-    if req.temperature <= 0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
-        return chain
-    if req.top_k > 0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_k(req.top_k))
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(req.top_p, 1))
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_min_p(req.min_p, 1))
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(req.temperature))
-    seed = req.seed if req.seed >= 0 else C.LLAMA_DEFAULT_SEED
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed))
-    return chain
-
-
 class Sequence:
     """One request's life in one KV stream: prefill in chunks, shift or recompute, generate."""
 
@@ -161,7 +133,7 @@ class Sequence:
             self.toks.append(tok)
             self.srcs.append(src)
         self.reused = len(self.toks)
-        self.sampler = _sampler(req, engine.model)
+        self.sampler = Sampler(req, engine.model)
         self.index = 0
         self.quiet = False  # True: no Piece/Progress events (a non-streamed request wants only the record)
         self.fork_slots: list[int] = []  # reserved slots that get a copy of this prompt's cache (Request.n)
@@ -270,7 +242,7 @@ class Sequence:
         c = copy.copy(self)
         c.id, c.index = slot, index
         c.req = dataclasses.replace(self.req, n=1, seed=self.req.seed + index if self.req.seed >= 0 else -1)
-        c.sampler = _sampler(c.req, self.e.model)
+        c.sampler = Sampler(c.req, self.e.model)
         c.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         c.pending, c.toks, c.srcs, c.evicted = deque(self.pending), list(self.toks), list(self.srcs), list(self.evicted)
         c.top, c.top_sent = LogprobLog(self.top.k), 0
@@ -282,7 +254,7 @@ class Sequence:
     def _sample(self, idx: int) -> None:
         if self.req.trace:
             self.trace.append(self.e.ctx.logits(idx))
-        tok = C.llama_sampler_sample(self.sampler, self.e.ctx.handle, idx)
+        tok = self.sampler.sample(self.e.ctx, idx)
         self.tokens.append(tok)
         if self.req.token_logprobs:
             self.lps.append(float(log_softmax(self.e.ctx.logits(idx))[tok]))
@@ -355,9 +327,7 @@ class Sequence:
             index=self.index)
 
     def close(self) -> None:
-        if self.sampler:
-            C.llama_sampler_free(self.sampler)
-            self.sampler = None
+        self.sampler.close()
 
 
 class Engine:

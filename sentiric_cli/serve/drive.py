@@ -16,8 +16,9 @@ from fastapi import Request as HTTPRequest
 from llama_cpp import llama_cpp as C
 from prometheus_client import Histogram
 
-from ..engine import Engine, Piece, Record, Request, grammar_sampler
+from ..engine import Engine, Piece, Record, Request
 from ..errors import SentiricError
+from ..sampling import grammar_sampler
 from ..scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from ..settings import Settings
 from .errors import BadRequest

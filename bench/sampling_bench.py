@@ -1,0 +1,151 @@
+"""Greedy tokens without the sampler chain (sentiric_cli/sampling.py): what choosing a token costs, and serving.
+
+1. Per token, on the bundled model (262k-token vocabulary): llama.cpp's greedy chain and its default sampled chain
+   (top-k 40, top-p, min-p, temperature) through llama_sampler_sample, against numpy's argmax of the logits row,
+   one row at a time and all 8 rows of a step at once (Context.argmax).
+2. The scheduler in-process (no HTTP: the step is what is measured), 1, 4 and 8 clients each sending 3 requests
+   one after another (96 tokens, temperature 0), argmax and the chain interleaved, repeated: wall time. The
+   tokens are compared too: both ways must give the same text.
+
+Run: .venv/bin/python bench/sampling_bench.py --append docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from llama_cpp import llama_cpp as C
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sentiric_cli.bundled import bundled_model  # noqa: E402
+from sentiric_cli.cpupath import cpu_info  # noqa: E402
+from sentiric_cli.engine import Engine, Record, Request  # noqa: E402
+from sentiric_cli.sampling import Sampler  # noqa: E402
+from sentiric_cli.scheduler import Scheduler  # noqa: E402
+from sentiric_cli.settings import Settings  # noqa: E402
+
+SLOTS = 8
+_init = Sampler.__init__
+
+
+def use_argmax(on: bool) -> None:
+    def init(self, req, model):
+        _init(self, req, model)
+        self.greedy = self.greedy and on
+
+    Sampler.__init__ = init
+
+
+def per_token(n: int = 300) -> list[tuple[str, float]]:
+    """Median microseconds to choose one token, each way, from the logits of an 8-row decode step."""
+    with Engine(Settings(context_size=128, threads=SLOTS), bundled_model()) as e:
+        m, b = e.model, e.batch
+        b.clear()
+        for s in range(SLOTS):
+            toks = [m.bos] + m.tokenize(f"Chapter {s}. The old lighthouse keeper")
+            for p, t in enumerate(toks):
+                b.add(t, p, s, p == len(toks) - 1)
+        e.ctx.decode(b)
+        rows = sorted(b.outputs)
+        out = []
+        for name, temp in (("llama.cpp greedy chain", 0.0), ("llama.cpp sampled chain (top-k 40, temperature 0.8)", 0.8)):
+            sm = Sampler(Request(head=[], temperature=temp), m)
+            out.append((name, _median_us(lambda sm=sm: C.llama_sampler_sample(sm.chain, e.ctx.handle, rows[0]), n)))
+            sm.close()
+        out.append(("numpy argmax, one row", _median_us(lambda: int(e.ctx.logits(rows[0]).argmax()), n)))
+
+        def step_rows() -> None:
+            e.ctx._greedy = None  # as after a decode: the first row computes all 8
+            for i in rows:
+                e.ctx.argmax(i)
+        out.append((f"numpy argmax, all {SLOTS} rows of a step, per row", _median_us(step_rows, n) / SLOTS))
+    return out
+
+
+def _median_us(f, n: int) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e6
+
+
+def serve_once(argmax: bool, clients: int) -> tuple[float, list[str]]:
+    use_argmax(argmax)
+    s = Settings(context_size=512, threads=SLOTS)
+    engine = Engine(s, bundled_model())
+    sched = Scheduler(engine, 64)
+    texts: list[str] = []
+
+    async def client(i: int) -> None:
+        for k in range(3):
+            head = [engine.model.bos] + engine.model.tokenize(f"Chapter {i + k}. The old lighthouse keeper climbed")
+            job = sched.submit(Request.from_settings(s, head, max_tokens=96, temperature=0.0), stream=False)
+            while (ev := await job.events.get()) is not None:
+                if isinstance(ev, Record):
+                    texts.append(ev.text)
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        return time.perf_counter() - t0
+
+    try:
+        wall = asyncio.run(main())
+    finally:
+        sched.shutdown(5)
+        engine.close()
+        use_argmax(True)
+    return wall, sorted(texts)
+
+
+def spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--append", type=Path)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    cpu = cpu_info()[0] or platform.processor()
+    out = ["", "## Greedy tokens without the sampler chain (issue 13)", "",
+           f"`bench/sampling_bench.py` on {cpu}, the bundled model (262,144-token vocabulary), same session. "
+           "Choosing one token from a decode step's logits, median of 300:", "",
+           "| how | µs per token |", "|---|---:|"]
+    out += [f"| {name} | {us:.0f} |" for name, us in per_token()]
+    out += ["", "The scheduler in-process (no HTTP), each client sending 3 requests one after another, 96 tokens each, "
+            f"temperature 0, {SLOTS} slots, argmax and the chain interleaved, {a.repeats} repeats, median (min-max):", "",
+            "| clients | wall, argmax | wall, chain | ratio chain/argmax | same text |", "|---:|---:|---:|---:|---|"]
+    for clients in (1, 4, 8):
+        walls: dict = {True: [], False: []}
+        same = True
+        for rep in range(a.repeats):
+            texts = {}
+            for argmax in ((True, False) if rep % 2 == 0 else (False, True)):
+                w, texts[argmax] = serve_once(argmax, clients)
+                walls[argmax].append(w)
+                print(clients, rep, argmax, round(w, 2), flush=True)
+            same &= texts[True] == texts[False]
+        ratios = [c / g for g, c in zip(walls[True], walls[False], strict=True)]
+        out.append(f"| {clients} | {spread(walls[True])} s | {spread(walls[False])} s | "
+                   f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
+                   f"{'yes' if same else 'NO'} |")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if a.append:
+        with open(a.append, "a", encoding="utf-8") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
