@@ -4,8 +4,10 @@
    (top-k 40, top-p, min-p, temperature) through llama_sampler_sample, against numpy's argmax of the logits row,
    one row at a time and all 8 rows of a step at once (Context.argmax).
 2. The scheduler in-process (no HTTP: the step is what is measured), 1, 4 and 8 clients each sending 3 requests
-   one after another (96 tokens, temperature 0), argmax and the chain interleaved, repeated: wall time. The
-   tokens are compared too: both ways must give the same text.
+   one after another (96 tokens, temperature 0), argmax and the chain interleaved, repeated: generated tokens per
+   second. Padded steps off: their live choice varies from run to run, and this compares only the sampling.
+   (That both ways pick the same tokens is tests/test_sampling.py's job: here the batches' make-up varies with
+   timing, and llama.cpp is not batch-invariant.)
 
 Run: .venv/bin/python bench/sampling_bench.py --append docs/benchmarks.md
 """
@@ -60,7 +62,7 @@ def per_token(n: int = 300) -> list[tuple[str, float]]:
             sm = Sampler(Request(head=[], temperature=temp), m)
             out.append((name, _median_us(lambda sm=sm: C.llama_sampler_sample(sm.chain, e.ctx.handle, rows[0]), n)))
             sm.close()
-        out.append(("numpy argmax, one row", _median_us(lambda: int(e.ctx.logits(rows[0]).argmax()), n)))
+        out.append(("numpy argmax, one row", _median_us(lambda: int(e.ctx._logits(rows[0]).argmax()), n)))
 
         def step_rows() -> None:
             e.ctx._greedy = None  # as after a decode: the first row computes all 8
@@ -79,12 +81,12 @@ def _median_us(f, n: int) -> float:
     return statistics.median(ts) * 1e6
 
 
-def serve_once(argmax: bool, clients: int) -> tuple[float, list[str]]:
+def serve_once(argmax: bool, clients: int) -> float:
     use_argmax(argmax)
-    s = Settings(context_size=512, threads=SLOTS)
+    s = Settings(context_size=512, threads=SLOTS, pad_steps=False)
     engine = Engine(s, bundled_model())
     sched = Scheduler(engine, 64)
-    texts: list[str] = []
+    generated = [0]
 
     async def client(i: int) -> None:
         for k in range(3):
@@ -92,7 +94,7 @@ def serve_once(argmax: bool, clients: int) -> tuple[float, list[str]]:
             job = sched.submit(Request.from_settings(s, head, max_tokens=96, temperature=0.0), stream=False)
             while (ev := await job.events.get()) is not None:
                 if isinstance(ev, Record):
-                    texts.append(ev.text)
+                    generated[0] += ev.generated_tokens
 
     async def main() -> float:
         t0 = time.perf_counter()
@@ -105,11 +107,11 @@ def serve_once(argmax: bool, clients: int) -> tuple[float, list[str]]:
         sched.shutdown(5)
         engine.close()
         use_argmax(True)
-    return wall, sorted(texts)
+    return generated[0] / wall
 
 
 def spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+    return f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})"
 
 
 def main() -> None:
@@ -124,22 +126,18 @@ def main() -> None:
            "| how | µs per token |", "|---|---:|"]
     out += [f"| {name} | {us:.0f} |" for name, us in per_token()]
     out += ["", "The scheduler in-process (no HTTP), each client sending 3 requests one after another, 96 tokens each, "
-            f"temperature 0, {SLOTS} slots, argmax and the chain interleaved, {a.repeats} repeats, median (min-max):", "",
-            "| clients | wall, argmax | wall, chain | ratio chain/argmax | same text |", "|---:|---:|---:|---:|---|"]
+            f"temperature 0, {SLOTS} slots, padded steps off, argmax and the chain interleaved, {a.repeats} repeats, "
+            "median (min-max):", "",
+            "| clients | tokens/s, argmax | tokens/s, chain | ratio argmax/chain |", "|---:|---:|---:|---:|"]
     for clients in (1, 4, 8):
-        walls: dict = {True: [], False: []}
-        same = True
+        rates: dict = {True: [], False: []}
         for rep in range(a.repeats):
-            texts = {}
             for argmax in ((True, False) if rep % 2 == 0 else (False, True)):
-                w, texts[argmax] = serve_once(argmax, clients)
-                walls[argmax].append(w)
-                print(clients, rep, argmax, round(w, 2), flush=True)
-            same &= texts[True] == texts[False]
-        ratios = [c / g for g, c in zip(walls[True], walls[False], strict=True)]
-        out.append(f"| {clients} | {spread(walls[True])} s | {spread(walls[False])} s | "
-                   f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) | "
-                   f"{'yes' if same else 'NO'} |")
+                rates[argmax].append(serve_once(argmax, clients))
+                print(clients, rep, argmax, round(rates[argmax][-1], 1), flush=True)
+        ratios = [g / c for g, c in zip(rates[True], rates[False], strict=True)]
+        out.append(f"| {clients} | {spread(rates[True])} | {spread(rates[False])} | "
+                   f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) |")
     text = "\n".join(out) + "\n"
     print(text)
     if a.append:
