@@ -258,6 +258,7 @@ class Context:
         self.n_batch = C.llama_n_batch(self.handle)
         self._rows: dict[int, int] | None = None  # the last decode's batch row -> output row (Context.argmax)
         self._greedy = None
+        self._outputs_addr, self._outputs_view = None, None
 
     @property
     def can_shift(self) -> bool:
@@ -292,11 +293,21 @@ class Context:
         if self._rows is None or i not in self._rows:
             return int(self._logits(i).argmax())
         if self._greedy is None:
-            ptr = C.llama_get_logits(self.handle)
-            if not ptr:
-                raise RuntimeError("llama.cpp has no logits")
-            self._greedy = np.ctypeslib.as_array(ptr, shape=(len(self._rows), self.model.n_vocab)).argmax(axis=1)
+            self._greedy = self._outputs()[:len(self._rows)].argmax(axis=1)
         return int(self._greedy[self._rows[i]])
+
+    def _outputs(self) -> np.ndarray:
+        """llama.cpp's logits buffer as (n_seq_max, n_vocab); it holds at least that many rows (llama.cpp reserves
+        them when the context is made). The view is made again only when the buffer moves: making one costs
+        more than the argmax of a small model's rows."""
+        addr = ctypes.cast(C.llama_get_logits(self.handle), ctypes.c_void_p).value
+        if not addr:
+            raise RuntimeError("llama.cpp has no logits")
+        if addr != self._outputs_addr:
+            buf = (ctypes.c_float * (self.n_seq_max * self.model.n_vocab)).from_address(addr)
+            self._outputs_view = np.frombuffer(buf, dtype=np.float32).reshape(self.n_seq_max, self.model.n_vocab)
+            self._outputs_addr = addr
+        return self._outputs_view
 
     def _logits(self, i: int) -> np.ndarray:  # a view into llama.cpp's buffer: valid until the next decode
         ptr = C.llama_get_logits_ith(self.handle, i)

@@ -48,6 +48,7 @@ class StepCosts:
     seconds: list[float] = field(default_factory=list)
     live: dict = field(default_factory=dict)  # (rows, padded) -> recent step seconds
     turns: dict = field(default_factory=dict)  # rows -> decisions made
+    targets: dict = field(default_factory=dict)  # rows -> target(rows)
 
     @property
     def cap(self) -> int:
@@ -58,9 +59,11 @@ class StepCosts:
         clearly cheaper; else `rows` itself."""
         if rows < 1 or rows >= self.cap:
             return rows
-        own = self.seconds[rows]
-        best = min(range(rows, self.cap + 1), key=lambda m: (self.seconds[m], m))
-        return best if self.seconds[best] < MARGIN * own else rows
+        if rows not in self.targets:  # the start-up costs do not change: work each one out once
+            own = self.seconds[rows]
+            best = min(range(rows, self.cap + 1), key=lambda m: (self.seconds[m], m))
+            self.targets[rows] = best if self.seconds[best] < MARGIN * own else rows
+        return self.targets[rows]
 
     def choose(self, rows: int) -> int:
         """target(), checked against the live step times (see the class docstring)."""
