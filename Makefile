@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/soak_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/overhead_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/padding_bench.py --append docs/benchmarks.md
+	$(BIN)/python bench/sampling_bench.py --append docs/benchmarks.md
 
 lint: install
 	$(BIN)/ruff check sentiric_cli tests bench docs scripts
