@@ -1,9 +1,9 @@
 """Choosing each next token: llama.cpp's sampler chain, or a direct argmax where that chain would only be greedy.
 
 llama.cpp's samplers start by copying the row's logits into an array of (token, logit, p) entries. With a
-262k-token vocabulary that copy is most of a sampler's cost: 0.29 ms per token for the greedy chain on the bundled
+262k-token vocabulary that copy is most of a sampler's cost: 0.27 ms per token for the greedy chain on the bundled
 model, 5% of an 8-row decode step (bench: docs/benchmarks.md, "Greedy tokens without the sampler chain"). A
-greedy choice needs none of it: numpy's argmax over the logits in place takes 0.03 ms and picks the same token
+greedy choice needs none of it: numpy's argmax over the logits in place takes 0.02 ms and picks the same token
 (the first of equal maxima, as llama.cpp's greedy sampler does). Any sampler with state or a say in the
 candidates (grammar, repeat penalty, temperature) keeps the chain.
 """
