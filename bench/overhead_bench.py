@@ -171,7 +171,9 @@ def main() -> None:
     if not micro.exists():
         micro.parent.mkdir(exist_ok=True)
         write_model(micro, "llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
-    grids = [("micro", micro, (1, 4, 8, 16), 128, 4), ("bundled", bundled_model(), (1, 4, 8), 64, 2)]
+    # per client: enough requests that one run lasts a second or more (at 4 x 128 a micro run took 0.4 s, and the
+    # host's noise over such short runs was as large as the differences)
+    grids = [("micro", micro, (1, 4, 8, 16), 128, 16), ("bundled", bundled_model(), (1, 4, 8), 64, 4)]
     rows: list[str] = []
     for name, model, clients, max_tokens, per_client in ([] if a.ttft_only else grids):
         servers = {k: start(k, model, 512) for k in ("sentiric", "llama-server")}
@@ -223,7 +225,8 @@ def main() -> None:
         f"`bench/overhead_bench.py` on {cpu_info()[0] or 'unknown CPU'} ({os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d')}, CPU path {cpu.path} for both. Both servers up at once, {SLOTS} slots of 512 "
         f"tokens; runs alternate between them, {a.repeats} repeats: median (min-max). Each client sends its "
-        "completions one after another (micro: 4 x 128 tokens; bundled: 2 x 64), temperature 0; `whole` = not "
+        "completions one after another (" + "; ".join(f"{g[0]}: {g[4]} x {g[3]} tokens" for g in grids) + "), "
+        "temperature 0; `whole` = not "
         "streamed. llama-server built from the llama.cpp llama-cpp-python vendors (`bench/build_llama_server.sh`).", "",
         "| model | mode | clients | sentiric tok/s | llama-server tok/s | ratio | sentiric p50 / p95 | llama-server p50 / p95 |",
         "|---|---|---:|---:|---:|---:|---:|---:|", *rows, "",

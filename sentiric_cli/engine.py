@@ -172,6 +172,8 @@ class Sequence:
 
     def make_room(self, n: int) -> None:
         """Evict after the pinned head so n more tokens fit: shift in place, or clear and re-read."""
+        if len(self.toks) + n <= self.capacity:  # the usual case, asked once per token: answered first
+            return
         fraction = self.req.shift_discard if self.e.shiftable else max(self.req.shift_discard, shift.RECOMPUTE_DISCARD)
         d = shift.discard(self.n_past, n, self.capacity, self.n_keep, fraction)
         if not d:
@@ -198,6 +200,13 @@ class Sequence:
         self.path = "recompute"
 
     def fill(self, batch: Batch, n: int) -> None:
+        if n == 1 and self.t_prefill is not None and len(self.pending) == 1:  # generating: the token just sampled
+            tok, src = self.pending.popleft()
+            self.logit_index = batch.add(tok, len(self.toks), self.id, True)
+            self.toks.append(tok)
+            self.srcs.append(src)
+            self.max_fill = max(self.max_fill, len(self.toks))
+            return
         self.logit_index = None
         self.to_score = []
         for k in range(n):
@@ -219,9 +228,11 @@ class Sequence:
         self.max_fill = max(self.max_fill, self.n_past)
 
     def after_decode(self) -> None:
-        for i, nxt in self.to_score:
-            self.nll -= float(log_softmax(self.e.ctx.logits(i))[nxt])
-            self.scored += 1
+        if self.to_score:
+            for i, nxt in self.to_score:
+                self.nll -= float(log_softmax(self.e.ctx.logits(i))[nxt])
+                self.scored += 1
+            self.to_score = []
         if self.logit_index is None:
             if self.quiet:
                 return
@@ -252,22 +263,23 @@ class Sequence:
         return c
 
     def _sample(self, idx: int) -> None:
-        if self.req.trace:
-            self.trace.append(self.e.ctx.logits(idx))
-        tok = self.sampler.sample(self.e.ctx, idx)
+        req, ctx, model = self.req, self.e.ctx, self.e.model  # once per token per sequence: locals, not lookups
+        if req.trace:
+            self.trace.append(ctx.logits(idx))
+        tok = self.sampler.sample(ctx, idx)
         self.tokens.append(tok)
-        if self.req.token_logprobs:
-            self.lps.append(float(log_softmax(self.e.ctx.logits(idx))[tok]))
-        if self.req.top_logprobs >= 0 and not self.e.model.is_eog(tok):
-            self.top.add(self.e.ctx.logits(idx), tok, len(self.text))
+        if req.token_logprobs:
+            self.lps.append(float(log_softmax(ctx.logits(idx))[tok]))
+        if req.top_logprobs >= 0 and not model.is_eog(tok):
+            self.top.add(ctx.logits(idx), tok, len(self.text))
         if self.t_prefill is None:
             self.t_prefill = time.perf_counter()
             self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
                                         self.prompt_total / max(self.t_prefill - self.t0, 1e-9)))
-        if self.e.model.is_eog(tok):
+        if model.is_eog(tok):
             return self.finish("stop")
         self.generated += 1
-        self.text += self.decoder.decode(self.e.model.piece(tok))
+        self.text += self.decoder.decode(model.piece(tok))
         if self._emit():
             return self.finish("stop")
         if self.generated >= self.req.max_tokens:
@@ -276,6 +288,9 @@ class Sequence:
 
     def _emit(self) -> bool:
         """Send new text, holding back what could be the start of a stop string. True when one matched."""
+        if not self.req.stop:
+            self._send(len(self.text))
+            return False
         for s in self.req.stop:
             hit = self.text.find(s, max(self.sent - len(s), 0))
             if hit >= 0:
@@ -373,12 +388,15 @@ class Engine:
     def step(self, seqs: list[Sequence]) -> None:
         """One llama_decode for every active sequence: one token per generating one, prompt chunks for the rest."""
         self.batch.clear()
-        generating = [s for s in seqs if s.generating]
+        generating, reading = [], []
+        for s in seqs:
+            (generating if s.t_prefill is not None else reading).append(s)
         # while others generate, a prompt is read one ubatch per step, not a whole batch: one decode of 2k prompt
         # tokens stalled every stream for seconds; a ubatch at a time costs the same compute, in slices
         budget = self.ctx.n_batch if not generating else len(generating) + self.settings.ubatch_size
         active = []
-        for s in generating + [s for s in seqs if not s.generating]:  # generating sequences first: latency
+        prompt = False  # a sequence still reading its prompt is in the step
+        for s in generating + reading:  # generating sequences first: latency
             n = s.wants(budget)
             if not n:
                 continue
@@ -387,11 +405,12 @@ class Engine:
             s.fill(self.batch, n)
             budget -= n
             active.append(s)
+            prompt = prompt or s.t_prefill is None
             if budget <= 0:
                 break
         padded: list[tuple[int, int]] = []
         real = len(self.batch)
-        decode_only = bool(active) and real == len(active) and all(s.generating for s in active)
+        decode_only = bool(active) and real == len(active) and not prompt
         if decode_only:
             rows = self.costs.choose(real)  # a row count the kernels run faster (padding.py)
             if rows > real:
@@ -401,7 +420,7 @@ class Engine:
         try:
             if active:
                 t0 = time.perf_counter()
-                self.ctx.decode(self.batch, prompt=any(not s.generating for s in active))
+                self.ctx.decode(self.batch, prompt=prompt)
                 if decode_only:
                     self.costs.observe(real, bool(padded), time.perf_counter() - t0)
         finally:

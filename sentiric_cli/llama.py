@@ -346,6 +346,10 @@ class Batch:
         self.capacity = capacity
         self.raw = C.llama_batch_init(capacity, 0, 1)
         self.raw.n_tokens = 0
+        # the arrays, fetched once: reading a pointer field of the ctypes struct makes a new object each time,
+        # and add() runs once per token
+        self._token, self._pos, self._logits = self.raw.token, self.raw.pos, self.raw.logits
+        self._n_seq_id, self._seq_id = self.raw.n_seq_id, self.raw.seq_id
         self.outputs: dict[int, int] = {}  # batch row -> its output row (rows with logits, in order)
 
     def __len__(self) -> int:
@@ -359,11 +363,11 @@ class Batch:
         i = self.raw.n_tokens
         if i >= self.capacity:
             raise RuntimeError("batch full")
-        self.raw.token[i] = token
-        self.raw.pos[i] = pos
-        self.raw.n_seq_id[i] = 1
-        self.raw.seq_id[i][0] = seq
-        self.raw.logits[i] = logits
+        self._token[i] = token
+        self._pos[i] = pos
+        self._n_seq_id[i] = 1
+        self._seq_id[i][0] = seq
+        self._logits[i] = logits
         if logits:
             self.outputs[i] = len(self.outputs)
         self.raw.n_tokens = i + 1
