@@ -396,6 +396,7 @@ class Engine:
         budget = self.ctx.n_batch if not generating else len(generating) + self.settings.ubatch_size
         active = []
         prompt = False  # a sequence still reading its prompt is in the step
+        streaming = False  # a sequence whose pieces go out as they come is in the step
         for s in generating + reading:  # generating sequences first: latency
             n = s.wants(budget)
             if not n:
@@ -406,6 +407,7 @@ class Engine:
             budget -= n
             active.append(s)
             prompt = prompt or s.t_prefill is None
+            streaming = streaming or not s.quiet
             if budget <= 0:
                 break
         padded: list[tuple[int, int]] = []
@@ -420,7 +422,7 @@ class Engine:
         try:
             if active:
                 t0 = time.perf_counter()
-                self.ctx.decode(self.batch, prompt=prompt)
+                self.ctx.decode(self.batch, prompt=prompt, streaming=streaming)
                 if decode_only:
                     self.costs.observe(real, bool(padded), time.perf_counter() - t0)
         finally:

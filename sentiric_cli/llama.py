@@ -264,9 +264,10 @@ class Context:
     def can_shift(self) -> bool:
         return bool(C.llama_memory_can_shift(self.mem))
 
-    def decode(self, batch: Batch, prompt: bool = True) -> None:
-        """One llama_decode; `prompt`: the batch reads prompt tokens (every core), else only generates."""
-        n = self.tuner.threads(len(batch), prompt)
+    def decode(self, batch: Batch, prompt: bool = True, streaming: bool = True) -> None:
+        """One llama_decode; `prompt`: the batch reads prompt tokens (every core), else only generates;
+        `streaming`: some sequence's tokens go out as they come (ThreadTuner.threads)."""
+        n = self.tuner.threads(len(batch), prompt, streaming)
         if n != self.n_threads:
             if self.pool:
                 self.pool.use(n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentiric_cli.engine import Engine, Piece, Record, Request, log_softmax
+from sentiric_cli.engine import Engine, Piece, Record, Request, Sequence, log_softmax
 from sentiric_cli.llama import Batch, Context, Model
 from sentiric_cli.settings import Settings
 
@@ -241,6 +241,7 @@ def test_thread_tuner_leaves_a_core_only_when_the_step_is_cheap():
     assert t.spare and t.threads(8, prompt=False) == 3 and t.threads(8, prompt=True) == 3
     assert t.threads(int(BIG_STEP_S / t.per_token) + 1, prompt=True) == 4  # reading a real prompt gets every core
     assert t.threads(int(BIG_STEP_S / t.per_token) + 1, prompt=False) == 3
+    assert t.threads(8, prompt=False, streaming=False) == 4  # nothing streams: the spare core would idle
     for _ in range(WINDOW):
         t.observe(CHEAP_S_PER_TOKEN * 3 * 8 * 4 / 3, 8, 3, prompt=False)  # expensive, measured on 3 threads
     assert not t.spare and t.threads(8, prompt=False) == 4
@@ -264,6 +265,14 @@ def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(synth, bundled
         list(e.stream_many(reqs))
         assert e.ctx.n_threads == (cores - 1 if cores > 1 else 1)
         assert (e.ctx.pool.current if e.ctx.pool else e.ctx.n_threads) == e.ctx.n_threads
+        quiet = [Sequence(e, i, Request(head=e.model.tokenize(f"Part {i}."), max_tokens=16)) for i in range(4)]
+        for q in quiet:  # non-streamed requests (the server's quiet sequences): no per-token work for a spare core
+            q.quiet = True
+        while not all(q.done for q in quiet):
+            e.step([q for q in quiet if not q.done])
+        assert e.ctx.n_threads == cores and (e.ctx.tuner.spare or cores == 1)  # cheap still, yet every core
+        for q in quiet:
+            q.close()
     with Engine(Settings(context_size=512, threads=1), bundled) as e:
         list(e.stream_many([Request(head=e.model.tokenize("Once upon a time"), body=[], tail=[], max_tokens=48)]))
         assert e.ctx.n_threads == cores and not e.ctx.tuner.spare
