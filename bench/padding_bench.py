@@ -37,9 +37,9 @@ def serve_once(pad: bool, clients: int) -> tuple[float, dict]:
     steps: dict = defaultdict(list)
     real = engine.ctx.decode
 
-    def timed(batch, prompt=True):
+    def timed(batch, prompt=True, **kw):
         t0 = time.perf_counter()
-        real(batch, prompt)
+        real(batch, prompt, **kw)
         if not prompt:
             steps[len(batch)].append(time.perf_counter() - t0)
 

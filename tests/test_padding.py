@@ -90,7 +90,7 @@ def test_the_engine_pads_steps_and_every_request_completes(bundled):
         e.costs = StepCosts([0.0, 1, 2, 3, 4, 5, 9, 9, 1])  # pad every step of 5 to 7 rows to 8
         steps = []
         real_decode = e.ctx.decode
-        e.ctx.decode = lambda b, prompt=True: (steps.append((len(b), prompt)), real_decode(b, prompt))[1]
+        e.ctx.decode = lambda b, prompt=True, **kw: (steps.append((len(b), prompt)), real_decode(b, prompt, **kw))[1]
         reqs = [Request.from_settings(s, [e.model.bos] + e.model.tokenize(f"Story {i}: once upon a time"),
                                       max_tokens=12) for i in range(6)]
         records = {i: ev for i, ev in e.stream_many(reqs) if isinstance(ev, Record)}
