@@ -121,8 +121,8 @@ class ThreadTuner:
     def threads(self, tokens: int, prompt: bool, streaming: bool = True) -> int:
         """streaming: some sequence in the step sends its tokens as they come. Only then does the core left
         spare have work: non-streamed requests make no per-token events, and on the micro model with 8 and
-        16 such clients every core served 0.96-1.00x llama-server's tokens/s against 0.85-0.90x with one
-        left spare (streamed, the spare core gave 1.56x against 1.15x)."""
+        16 such clients every core served 0.91-1.00x llama-server's tokens/s against 0.85-0.90x with one
+        left spare (streamed, the spare core gave 1.56-1.64x against 1.15-1.22x)."""
         big = prompt and tokens * self.per_token >= BIG_STEP_S
         return self.cores - 1 if self.spare and streaming and not big else self.cores
 
