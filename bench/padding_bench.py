@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/padding_bench.py --append docs/benchmarks.md
 from __future__ import annotations
 
 import argparse
-import asyncio
 import platform
 import statistics
 import sys
@@ -21,11 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from inproc import serve_clients  # noqa: E402
 
 from sentiric_cli.bundled import bundled_model  # noqa: E402
 from sentiric_cli.cpupath import cpu_info  # noqa: E402
-from sentiric_cli.engine import Engine, Request  # noqa: E402
-from sentiric_cli.scheduler import Scheduler  # noqa: E402
+from sentiric_cli.engine import Engine  # noqa: E402
 from sentiric_cli.settings import Settings  # noqa: E402
 
 SLOTS = 8
@@ -43,25 +44,12 @@ def serve_once(pad: bool, clients: int) -> tuple[float, dict]:
         if not prompt:
             steps[len(batch)].append(time.perf_counter() - t0)
 
-    sched = Scheduler(engine, 64)
-    engine.ctx.decode = timed
-
-    async def client(i: int) -> None:
-        for k in range(3):
-            head = [engine.model.bos] + engine.model.tokenize(f"Chapter {i + k}. The old lighthouse keeper climbed")
-            job = sched.submit(Request.from_settings(s, head, max_tokens=96), stream=False)
-            while await job.events.get() is not None:
-                pass
-
-    async def main() -> float:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(clients)))
-        return time.perf_counter() - t0
+    def started() -> None:  # after the start-up measurement: only serving steps are counted
+        engine.ctx.decode = timed
 
     try:
-        wall = asyncio.run(main())
+        wall, _ = serve_clients(engine, s, clients, started=started)
     finally:
-        sched.shutdown(5)
         engine.close()
     return wall, steps
 

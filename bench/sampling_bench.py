@@ -15,7 +15,6 @@ Run: .venv/bin/python bench/sampling_bench.py --append docs/benchmarks.md
 from __future__ import annotations
 
 import argparse
-import asyncio
 import platform
 import statistics
 import sys
@@ -26,12 +25,14 @@ from llama_cpp import llama_cpp as C
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from inproc import serve_clients  # noqa: E402
 
 from sentiric_cli.bundled import bundled_model  # noqa: E402
 from sentiric_cli.cpupath import cpu_info  # noqa: E402
-from sentiric_cli.engine import Engine, Record, Request  # noqa: E402
+from sentiric_cli.engine import Engine, Request  # noqa: E402
 from sentiric_cli.sampling import Sampler  # noqa: E402
-from sentiric_cli.scheduler import Scheduler  # noqa: E402
 from sentiric_cli.settings import Settings  # noqa: E402
 
 SLOTS = 8
@@ -85,29 +86,12 @@ def serve_once(argmax: bool, clients: int) -> float:
     use_argmax(argmax)
     s = Settings(context_size=512, threads=SLOTS, pad_steps=False)
     engine = Engine(s, bundled_model())
-    sched = Scheduler(engine, 64)
-    generated = [0]
-
-    async def client(i: int) -> None:
-        for k in range(3):
-            head = [engine.model.bos] + engine.model.tokenize(f"Chapter {i + k}. The old lighthouse keeper climbed")
-            job = sched.submit(Request.from_settings(s, head, max_tokens=96, temperature=0.0), stream=False)
-            while (ev := await job.events.get()) is not None:
-                if isinstance(ev, Record):
-                    generated[0] += ev.generated_tokens
-
-    async def main() -> float:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(clients)))
-        return time.perf_counter() - t0
-
     try:
-        wall = asyncio.run(main())
+        wall, generated = serve_clients(engine, s, clients)
     finally:
-        sched.shutdown(5)
         engine.close()
         use_argmax(True)
-    return generated[0] / wall
+    return generated / wall
 
 
 def spread(xs: list[float]) -> str:
