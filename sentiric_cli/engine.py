@@ -140,6 +140,7 @@ class Sequence:
         self.forked: list[Sequence] = []  # the copies made, for the scheduler to place
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text, self.sent = "", 0
+        self.lazy_text = False  # set at the first token (_sample)
         self.events: list = []
         self.done = False
         self.logit_index: int | None = None
@@ -170,14 +171,15 @@ class Sequence:
     def wants(self, budget: int) -> int:
         return 0 if self.done else min(len(self.pending), self.chunk, budget)
 
-    def make_room(self, n: int) -> None:
-        """Evict after the pinned head so n more tokens fit: shift in place, or clear and re-read."""
+    def make_room(self, n: int) -> bool:
+        """Evict after the pinned head so n more tokens fit: shift in place, or clear and re-read.
+        True when it did (a re-read queues the kept tokens in front: wants() changes)."""
         if len(self.toks) + n <= self.capacity:  # the usual case, asked once per token: answered first
-            return
+            return False
         fraction = self.req.shift_discard if self.e.shiftable else max(self.req.shift_discard, shift.RECOMPUTE_DISCARD)
         d = shift.discard(self.n_past, n, self.capacity, self.n_keep, fraction)
         if not d:
-            return
+            return False
         k = self.n_keep
         gone = self.srcs[k:k + d]
         self.evicted = shift.merge(self.evicted, shift.spans(gone))
@@ -191,13 +193,14 @@ class Sequence:
             del self.toks[k:k + d]
             del self.srcs[k:k + d]
             self.path = "shift"
-            return
+            return True
         kept = list(zip(self.toks[:k] + self.toks[k + d:], self.srcs[:k] + self.srcs[k + d:], strict=True))
         ctx.seq_rm(self.id, -1, -1)
         self.toks, self.srcs = [], []
         self.pending.extendleft(reversed(kept))
         self.recomputed += len(kept)
         self.path = "recompute"
+        return True
 
     def fill(self, batch: Batch, n: int) -> None:
         if n == 1 and self.t_prefill is not None and len(self.pending) == 1:  # generating: the token just sampled
@@ -205,7 +208,8 @@ class Sequence:
             self.logit_index = batch.add(tok, len(self.toks), self.id, True)
             self.toks.append(tok)
             self.srcs.append(src)
-            self.max_fill = max(self.max_fill, len(self.toks))
+            if len(self.toks) > self.max_fill:
+                self.max_fill = len(self.toks)
             return
         self.logit_index = None
         self.to_score = []
@@ -274,14 +278,18 @@ class Sequence:
             self.top.add(ctx.logits(idx), tok, len(self.text))
         if self.t_prefill is None:
             self.t_prefill = time.perf_counter()
+            # nothing reads the text before the end (no stream, no stop strings, no text offsets for logprobs):
+            # it is decoded once in finish(), not token by token (a decode, a concatenation and a scan each)
+            self.lazy_text = self.quiet and not req.stop and req.top_logprobs < 0
             self.events.append(Progress(self.prompt_total, self.prompt_total, self.shifts,
                                         self.prompt_total / max(self.t_prefill - self.t0, 1e-9)))
         if model.is_eog(tok):
             return self.finish("stop")
         self.generated += 1
-        self.text += self.decoder.decode(model.piece(tok))
-        if self._emit():
-            return self.finish("stop")
+        if not self.lazy_text:
+            self.text += self.decoder.decode(model.piece(tok))
+            if self._emit():
+                return self.finish("stop")
         if self.generated >= self.req.max_tokens:
             return self.finish("length")
         self.pending.append((tok, GENERATED))
@@ -315,7 +323,11 @@ class Sequence:
     def finish(self, reason: str) -> None:
         if self.done:
             return
-        self.text += self.decoder.decode(b"", final=True)
+        if self.lazy_text:  # the generated tokens, an end-of-generation token left out (it has no text)
+            piece = self.e.model.piece
+            self.text = self.decoder.decode(b"".join(piece(t) for t in self.tokens[:self.generated]), final=True)
+        else:
+            self.text += self.decoder.decode(b"", final=True)
         if reason != "stop":  # cut on length: a held-back start of a stop string is not part of the answer
             self.text = self.text[:len(self.text) - _partial_stop(self.text, self.req.stop)]
         self._send(len(self.text))
@@ -401,8 +413,8 @@ class Engine:
             n = s.wants(budget)
             if not n:
                 continue
-            s.make_room(n)
-            n = s.wants(budget)  # recompute may have queued the kept tokens in front
+            if s.make_room(n):
+                n = s.wants(budget)  # recompute may have queued the kept tokens in front
             s.fill(self.batch, n)
             budget -= n
             active.append(s)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import llama_cpp as C
 
+from . import keepgil as K
 from .cpupath import CpuPath, cpu_path, require_runnable
 from .doctokens import tokenize_document
 from .errors import SentiricError
@@ -178,10 +179,10 @@ class Model:
 
     def _piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
-        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = K.token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = K.token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
 
     def special_text(self, token: int) -> str:
@@ -194,7 +195,7 @@ class Model:
     def is_eog(self, token: int) -> bool:
         got = self.eog.get(token)
         if got is None:
-            got = self.eog[token] = bool(C.llama_vocab_is_eog(self.vocab, token))
+            got = self.eog[token] = bool(K.vocab_is_eog(self.vocab, token))
         return got
 
     def chat_template(self) -> str | None:
@@ -259,6 +260,7 @@ class Context:
         self._rows: dict[int, int] | None = None  # the last decode's batch row -> output row (Context.argmax)
         self._greedy = None
         self._outputs_addr, self._outputs_view = None, None
+        self.on_device = bool(C.llama_supports_gpu_offload())  # llama_decode may return before a GPU is done
 
     @property
     def can_shift(self) -> bool:
@@ -277,6 +279,8 @@ class Context:
         self._rows, self._greedy = (batch.outputs if len(batch.outputs) <= self.n_seq_max else None), None
         t0 = time.perf_counter()
         rc = C.llama_decode(self.handle, batch.raw)
+        if self.on_device and rc == 0:  # wait here, letting the GIL go: the logits calls keep it (keepgil.py)
+            C.llama_synchronize(self.handle)
         self.tuner.observe(time.perf_counter() - t0, len(batch), n, prompt)
         if rc != 0:
             what = {1: "no KV slot free", 2: "aborted"}.get(rc, f"error {rc}")
@@ -293,15 +297,15 @@ class Context:
         millisecond. Rows with outputs come back in batch order (llama.cpp reorders them)."""
         if self._rows is None or i not in self._rows:
             return int(self._logits(i).argmax())
-        if self._greedy is None:
-            self._greedy = self._outputs()[:len(self._rows)].argmax(axis=1)
-        return int(self._greedy[self._rows[i]])
+        if self._greedy is None:  # as a list: indexing it gives ints, not numpy scalars to convert
+            self._greedy = self._outputs()[:len(self._rows)].argmax(axis=1).tolist()
+        return self._greedy[self._rows[i]]
 
     def _outputs(self) -> np.ndarray:
         """llama.cpp's logits buffer as (n_seq_max, n_vocab); it holds at least that many rows (llama.cpp reserves
         them when the context is made). The view is made again only when the buffer moves: making one costs
         more than the argmax of a small model's rows."""
-        addr = ctypes.cast(C.llama_get_logits(self.handle), ctypes.c_void_p).value
+        addr = ctypes.cast(K.get_logits(self.handle), ctypes.c_void_p).value
         if not addr:
             raise RuntimeError("llama.cpp has no logits")
         if addr != self._outputs_addr:
@@ -311,26 +315,26 @@ class Context:
         return self._outputs_view
 
     def _logits(self, i: int) -> np.ndarray:  # a view into llama.cpp's buffer: valid until the next decode
-        ptr = C.llama_get_logits_ith(self.handle, i)
+        ptr = K.get_logits_ith(self.handle, i)
         if not ptr:
             raise RuntimeError(f"llama.cpp has no logits for batch row {i}")
         return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
 
     def seq_rm(self, seq: int, p0: int, p1: int) -> bool:
-        return bool(C.llama_memory_seq_rm(self.mem, seq, p0, p1))
+        return bool(K.memory_seq_rm(self.mem, seq, p0, p1))
 
     def seq_add(self, seq: int, p0: int, p1: int, delta: int) -> None:
-        C.llama_memory_seq_add(self.mem, seq, p0, p1, delta)
+        K.memory_seq_add(self.mem, seq, p0, p1, delta)
 
     def seq_cp(self, src: int, dst: int) -> None:
         """Copy a whole sequence into another (another KV stream: llama.cpp copies the buffer at the next update)."""
-        C.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
+        K.memory_seq_cp(self.mem, src, dst, -1, -1)
 
     def seq_pos_max(self, seq: int) -> int:
-        return C.llama_memory_seq_pos_max(self.mem, seq)
+        return K.memory_seq_pos_max(self.mem, seq)
 
     def seq_pos_min(self, seq: int) -> int:
-        return C.llama_memory_seq_pos_min(self.mem, seq)
+        return K.memory_seq_pos_min(self.mem, seq)
 
     def close(self) -> None:
         if self.handle:

@@ -276,3 +276,33 @@ def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(synth, bundled
     with Engine(Settings(context_size=512, threads=1), bundled) as e:
         list(e.stream_many([Request(head=e.model.tokenize("Once upon a time"), body=[], tail=[], max_tokens=48)]))
         assert e.ctx.n_threads == cores and not e.ctx.tuner.spare
+
+
+def test_a_quiet_sequence_decodes_its_text_once_and_it_is_the_streamed_text(synth):
+    """A non-streamed sequence without stop strings decodes its text once, at the end (lazy_text), not token by
+    token. The text is the streamed one: byte tokens that are not UTF-8 replaced alike, a character split over two
+    tokens joined, an answer ended by a grammar (and an end-of-generation token) alike."""
+    path = synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
+    with Engine(Settings(context_size=256, threads=1), path) as e:
+        m = e.model
+
+        def run(req: Request, quiet: bool):
+            s = Sequence(e, 0, req)
+            s.quiet = quiet
+            while not s.done:
+                e.step([s])
+            s.close()
+            return s.lazy_text, s.events[-1]
+
+        reqs = [Request(head=[m.bos] + m.tokenize(f"Part {i}: "), max_tokens=48) for i in range(4)]
+        reqs.append(Request(head=[m.bos] + m.tokenize("Say: "), max_tokens=48, grammar='root ::= "h\u00e9llo"'))
+        texts = []
+        for req in reqs:
+            (lazy, quiet), (eager, streamed) = run(req, True), run(req, False)
+            assert lazy and not eager
+            assert quiet.text == streamed.text and quiet.tokens == streamed.tokens
+            assert quiet.finish_reason == streamed.finish_reason
+            texts.append(quiet.text)
+        assert any("\ufffd" in t for t in texts[:-1])  # random weights: some byte tokens are no UTF-8
+        assert texts[-1] == "h\u00e9llo" and quiet.finish_reason == "stop" and m.is_eog(quiet.tokens[-1])
+        assert not run(Request(head=[m.bos], max_tokens=8, stop=("x",)), True)[0]  # a stop string reads the text

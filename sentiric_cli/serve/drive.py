@@ -82,6 +82,8 @@ def _failure(ev: Exception) -> BadRequest:
 
 async def _next(http: HTTPRequest, job: Job):
     """The job's next event, watching for the client going away while it waits (it then cancels the job)."""
+    if not job.events.empty():  # already here (a record's end-of-stream marker comes with it): no timer, no task
+        return job.events.get_nowait()
     while True:
         try:
             return await asyncio.wait_for(job.events.get(), timeout=0.5)
