@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import itertools
 import json
 import os
 import statistics
@@ -35,6 +36,7 @@ from sentiric_cli.cpupath import cpu_info, cpu_path  # noqa: E402
 
 SLOTS = 8
 PROMPTS = [f"Chapter {i}. The old lighthouse keeper climbed the stairs and" for i in range(16)]
+_fresh = itertools.count(1000)  # --fresh: a prompt no request sent before (no slot holds it for either server)
 
 
 def start(kind: str, model: Path, ctx: int, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
@@ -79,10 +81,13 @@ def _one(http: httpx.Client, url: str, prompt: str, max_tokens: int, stream: boo
     return time.perf_counter() - t0, n
 
 
-def load(url: str, clients: int, per_client: int, max_tokens: int, stream: bool) -> dict:
+def load(url: str, clients: int, per_client: int, max_tokens: int, stream: bool, fresh: bool = False) -> dict:
+    def prompt(i: int, k: int) -> str:
+        return PROMPTS[0].replace("0", str(next(_fresh)), 1) if fresh else PROMPTS[(i + k) % len(PROMPTS)]
+
     def client(i: int) -> list[tuple[float, int]]:
         with httpx.Client(timeout=600) as http:
-            return [one(http, url, PROMPTS[(i + k) % len(PROMPTS)], max_tokens, stream) for k in range(per_client)]
+            return [one(http, url, prompt(i, k), max_tokens, stream) for k in range(per_client)]
 
     return run_clients(clients, client)
 
@@ -163,6 +168,10 @@ def main() -> None:
     ap.add_argument("--ttft-only", action="store_true", help="only the time-to-first-token part")
     ap.add_argument("--contention-only", action="store_true",
                     help="only the bundled model at 4 clients, quiet and beside 2 busy processes")
+    ap.add_argument("--fresh", action="store_true",
+                    help="every request a prompt never sent before (the default grid repeats 16 prompts)")
+    ap.add_argument("--only", choices=("micro", "bundled"), help="one model's grid, no time-to-first-token part")
+    ap.add_argument("--clients", help="client counts, comma-separated (with --only)")
     a = ap.parse_args()
     if a.contention_only:
         return publish(contention(a.repeats), a.append)
@@ -174,6 +183,10 @@ def main() -> None:
     # per client: enough requests that one run lasts a second or more (at 4 x 128 a micro run took 0.4 s, and the
     # host's noise over such short runs was as large as the differences)
     grids = [("micro", micro, (1, 4, 8, 16), 128, 16), ("bundled", bundled_model(), (1, 4, 8), 64, 4)]
+    if a.only:
+        grids = [g for g in grids if g[0] == a.only]
+        if a.clients:
+            grids = [(g[0], g[1], tuple(int(c) for c in a.clients.split(",")), g[3], g[4]) for g in grids]
     rows: list[str] = []
     for name, model, clients, max_tokens, per_client in ([] if a.ttft_only else grids):
         servers = {k: start(k, model, 512) for k in ("sentiric", "llama-server")}
@@ -184,7 +197,7 @@ def main() -> None:
                     for c in clients:
                         order = ("sentiric", "llama-server") if rep % 2 == 0 else ("llama-server", "sentiric")
                         for kind in order:
-                            r = load(servers[kind][1], c, per_client, max_tokens, stream)
+                            r = load(servers[kind][1], c, per_client, max_tokens, stream, a.fresh)
                             res.setdefault((stream, c, kind), []).append(r)
                             print(name, rep, stream, c, kind, round(r["tok_s"]), flush=True)
         finally:
@@ -204,10 +217,10 @@ def main() -> None:
                             f"{p['llama-server', 'p50']:.2f} / {p['llama-server', 'p95']:.2f} s |")
     long_prompt = " ".join(["The keeper wrote the weather in the log every hour, and the sea was calm."] * 120)
     t_rows = []
-    servers = {k: start(k, bundled_model(), 2560) for k in ("sentiric", "llama-server")}
+    servers = {} if a.only else {k: start(k, bundled_model(), 2560) for k in ("sentiric", "llama-server")}
     try:
         tt: dict = {}
-        for rep in range(a.repeats):
+        for rep in range(a.repeats if servers else 0):
             for kind in (("sentiric", "llama-server") if rep % 2 == 0 else ("llama-server", "sentiric")):
                 fresh = f"Log {rep}. {long_prompt}"  # a new start each time: neither server may reuse a cached prefix
                 tt.setdefault(kind, []).append(ttft(servers[kind][1], fresh))
@@ -226,13 +239,14 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}, CPU path {cpu.path} for both. Both servers up at once, {SLOTS} slots of 512 "
         f"tokens; runs alternate between them, {a.repeats} repeats: median (min-max). Each client sends its "
         "completions one after another (" + "; ".join(f"{g[0]}: {g[4]} x {g[3]} tokens" for g in grids) + "), "
-        "temperature 0; `whole` = not "
+        + ("every prompt one never sent before (`--fresh`), " if a.fresh else "16 prompts, the same in every run, ")
+        + "temperature 0; `whole` = not "
         "streamed. llama-server built from the llama.cpp llama-cpp-python vendors (`bench/build_llama_server.sh`).", "",
         "| model | mode | clients | sentiric tok/s | llama-server tok/s | ratio | sentiric p50 / p95 | llama-server p50 / p95 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|", *rows, "",
+        "|---|---|---:|---:|---:|---:|---:|---:|", *rows, "", *([] if a.only else [
         "Time to first token of a ~2k-token prompt (bundled model, slots of 2560) while 3 other requests stream, and "
         "the longest gap between those requests' tokens meanwhile:", "",
-        "| server | time to first token | longest gap in the other streams |", "|---|---:|---:|", *t_rows, ""])
+        "| server | time to first token | longest gap in the other streams |", "|---|---:|---:|", *t_rows, ""])])
     publish(text, a.append)
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(os.environ.get("ROOT") or Path(__file__).resolve().parent.parent)
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-import sentiric_cli.llama as L  # noqa: E402
-import sentiric_cli.scheduler as S  # noqa: E402
 from inproc import serve_clients  # noqa: E402
 from synth import write_model  # noqa: E402
 
+import sentiric_cli.llama as L  # noqa: E402
+import sentiric_cli.scheduler as S  # noqa: E402
 from sentiric_cli.engine import Engine  # noqa: E402
 from sentiric_cli.settings import Settings  # noqa: E402
 
