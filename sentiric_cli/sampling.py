@@ -52,8 +52,18 @@ class Sampler:
     """One sequence's sampler. `greedy`: the chain would be greedy alone, so the token is the logits' argmax."""
 
     def __init__(self, req: Request, model: Model) -> None:
-        self.chain = _chain(req, model)
+        self.req, self.model = req, model
         self.greedy = req.temperature <= 0 and not req.grammar and req.repeat_penalty == 1.0
+        # made now when it samples (a grammar that does not parse is refused before the request runs); a greedy
+        # one's only on demand: making and freeing it were 5 C calls per request on the scheduler thread
+        self._chain = None if self.greedy else _chain(req, model)
+
+    @property
+    def chain(self):
+        """llama.cpp's sampler chain for the request."""
+        if self._chain is None:
+            self._chain = _chain(self.req, self.model)
+        return self._chain
 
     def sample(self, ctx: Context, idx: int) -> int:
         if self.greedy:
@@ -61,6 +71,6 @@ class Sampler:
         return C.llama_sampler_sample(self.chain, ctx.handle, idx)
 
     def close(self) -> None:
-        if self.chain:
-            C.llama_sampler_free(self.chain)
-            self.chain = None
+        if self._chain:
+            C.llama_sampler_free(self._chain)
+            self._chain = None

@@ -56,6 +56,7 @@ def test_only_a_chain_that_would_be_greedy_alone_is_skipped(bundled):
         for name, (req, greedy) in cases.items():
             sampler = Sampler(req, engine.model)
             assert sampler.greedy is greedy, name
+            assert (sampler._chain is None) is greedy, name  # a greedy request makes no chain (argmax serves it)
             sampler.close()
             sampler.close()  # twice: no double free
 
