@@ -3,10 +3,11 @@
 Each step builds one batch with the next token of every generating sequence plus prompt chunks of
 sequences still prefilling, and calls llama_decode once (Engine.step). A request takes a free slot
 (a KV stream); a free slot whose cache starts with the same tokens is preferred and its shared
-prefix is not read again (multi-turn chat does not re-read the history). When no free slot holds most
-of the prompt, the one idle longest is taken, so the other slots keep what recent requests left there
-for their return (a system prompt, a conversation, a prompt sent again). Events go back to the
-asking coroutine through its event loop.
+prefix is not read again (multi-turn chat does not re-read the history). When no free slot holds at
+least half of the prompt, the lowest free slot is taken: llama.cpp decodes each run of consecutive KV
+streams in a step as a graph of its own, so busy slots kept together make one pass over the weights
+per step instead of one per run (4 rows in slots 1, 3, 5, 7 of the bundled model: 53 ms a step; in
+0-3: 30 ms). Events go back to the asking coroutine through its event loop.
 """
 
 from __future__ import annotations
@@ -64,8 +65,6 @@ class Scheduler:
         self.slots: list[tuple[Sequence, Job] | None] = [None] * n
         self.reserved: set[int] = set()  # slots held for the copies of a prompt being read (Request.n)
         self.cached: list[list[int]] = [[] for _ in range(n)]  # tokens a free slot still holds from 0
-        self.freed: list[int] = [0] * n  # when each slot was last given back (a count; 0: never used)
-        self.frees = 0
         self.queue: deque[Job] = deque()
         self.outbox: dict[asyncio.AbstractEventLoop, list] = {}  # events not yet handed to their loop
         self.waking: set[asyncio.AbstractEventLoop] = set()  # loops with a _deliver already scheduled
@@ -193,8 +192,8 @@ class Scheduler:
                 continue
             prompt = job.request.head + job.request.body + job.request.tail
             slot, shared = max(((i, _shared(self.cached[i], prompt)) for i in free), key=lambda x: x[1])
-            if 2 * shared < len(prompt):  # no free slot holds most of it: the one idle longest, whose cache is
-                slot = min(free, key=self.freed.__getitem__)  # the least likely asked for again (LRU)
+            if 2 * shared < len(prompt):  # no free slot holds much of it: the lowest, keeping busy slots together
+                slot = free[0]
                 shared = _shared(self.cached[slot], prompt)
             reuse = min(shared, len(prompt) - 1)  # the last prompt token is always decoded: it gives the logits
             if reuse < len(self.cached[slot]):  # drop the rest; keep the shared prefix
@@ -236,8 +235,6 @@ class Scheduler:
             with self.cv:
                 self.slots[slot] = None
                 self.cached[slot] = list(seq.toks)  # empty unless the cache was kept (no shift)
-                self.frees += 1
-                self.freed[slot] = self.frees
                 self.reserved.difference_update(seq.fork_slots)  # done before its prompt was read: not copied
 
     def _send(self, job: Job, event) -> None:

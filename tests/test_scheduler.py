@@ -9,33 +9,54 @@ from sentiric_cli.scheduler import Scheduler
 from sentiric_cli.settings import Settings
 
 
-def test_a_prompt_sent_again_finds_its_slot_after_other_prompts_and_is_not_read_again(synth):
-    """A prompt that no free slot holds most of takes the slot idle longest, so a prompt sent again later (a
-    system prompt, a returning conversation) still finds the slot it left. A continuation takes its slot too."""
-    path = synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
-    with Engine(Settings(context_size=512, threads=4), path) as e:
+def _micro(synth):
+    return synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
+
+
+def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot(synth):
+    """llama.cpp decodes each run of consecutive KV streams as a graph of its own: a request that no free slot
+    holds half of takes the lowest free slot, not the one with a longer short match further up (nor the one idle
+    longest). A continuation of a held prompt takes that prompt's slot and does not read it again."""
+    with Engine(Settings(context_size=512, threads=4), _micro(synth)) as e:
         m = e.model
         sched = Scheduler(e, 8)
-        prompts = [[m.bos] + m.tokenize(f"Chapter {i}. The old lighthouse keeper climbed the stairs") for i in range(3)]
+        text = [[m.bos] + m.tokenize(f"Chapter {i}. The old lighthouse keeper climbed the stairs") for i in range(3)]
 
-        async def ask(prompt: list[int]) -> Record:
-            job = sched.submit(Request(head=prompt, max_tokens=4, temperature=0.0), stream=False)
+        def slot_of(job) -> int:
+            return next(i for i, pair in enumerate(sched.slots) if pair is not None and pair[1] is job)
+
+        jobs = []
+
+        async def ask(prompt: list[int], max_tokens: int, seen: list | None = None, grammar: str | None = None):
+            job = sched.submit(Request(head=prompt, max_tokens=max_tokens, temperature=0.0, grammar=grammar))
+            jobs.append(job)
             got = None
             while (ev := await job.events.get()) is not None:
+                if seen is not None and not seen:
+                    seen.append(slot_of(job))  # its first event: it has a slot and runs
                 if isinstance(ev, Record):
                     got = ev
             return got
 
-        async def main() -> list[Record]:
-            return [await ask(p) for p in (*prompts, prompts[0], prompts[2], prompts[1] + m.tokenize(" again"))]
+        async def main():
+            # slot 0, busy until cancelled: its grammar never lets it end
+            long = asyncio.create_task(ask(text[0], 10**6, grammar='root ::= "ab" root'))
+            while not jobs or not jobs[0].running:
+                await asyncio.sleep(0.001)
+            other = [m.bos] + m.tokenize("Zebras run fast across the plain")
+            # slots 1 and 2 at once, then free: 1 holds the zebras, 2 a prompt much like the next one
+            _, short = await asyncio.gather(ask(other, 4), ask(text[1], 4))
+            seen: list[int] = []
+            third = await ask(text[2], 4, seen)  # shares "<bos>Chapter " with slot 2's cache: no half of it
+            more = await ask(text[2] + m.tokenize(" and"), 4)  # a continuation of what slot 1 now holds
+            jobs[0].cancel()
+            await long
+            return short, third, seen[0], more
 
         try:
-            records = asyncio.run(main())
+            short, third, third_slot, more = asyncio.run(main())
         finally:
             sched.shutdown(5)
-    first = records[:3]
-    assert all(r.reused_tokens < len(prompts[0]) // 2 for r in first)  # only "<bos>Chapter " in common
-    again0, again2, more1 = records[3:]
-    assert again0.reused_tokens == len(prompts[0]) - 1  # all of it but the last token, read for its logits
-    assert again2.reused_tokens == len(prompts[2]) - 1
-    assert more1.reused_tokens >= len(prompts[1])  # a continuation: the whole earlier prompt
+    assert third_slot == 1  # the lowest free slot (the longest match, slot 2, was the choice before)
+    assert third.reused_tokens < len(text[2]) // 2
+    assert more.reused_tokens >= len(text[2])  # the whole earlier prompt, kept in slot 1
