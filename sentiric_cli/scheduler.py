@@ -191,10 +191,10 @@ class Scheduler:
                 self._send(job, None)
                 continue
             prompt = job.request.head + job.request.body + job.request.tail
-            slot, shared = max(((i, _shared(self.cached[i], prompt)) for i in free), key=lambda x: x[1])
+            shares = [(i, _shared(self.cached[i], prompt)) for i in free]  # free slots, lowest first
+            slot, shared = max(shares, key=lambda x: x[1])
             if 2 * shared < len(prompt):  # no free slot holds much of it: the lowest, keeping busy slots together
-                slot = free[0]
-                shared = _shared(self.cached[slot], prompt)
+                slot, shared = shares[0]
             reuse = min(shared, len(prompt) - 1)  # the last prompt token is always decoded: it gives the logits
             if reuse < len(self.cached[slot]):  # drop the rest; keep the shared prefix
                 self.engine.ctx.seq_rm(slot, reuse, -1)

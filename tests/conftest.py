@@ -43,6 +43,12 @@ def synth(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def micro(synth) -> Path:
+    """The micro model (1 layer, n_embd 64, 512 tokens): a decode step costs almost nothing."""
+    return synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
+
+
+@pytest.fixture(scope="session")
 def seed_gguf(tmp_path_factory) -> Path:
     from seed_model import write_gemma3_4b_header
 

@@ -255,11 +255,10 @@ def test_thread_tuner_leaves_a_core_only_when_the_step_is_cheap():
     assert one_core.threads(8, prompt=False) == 1
 
 
-def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(synth, bundled):
+def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(micro, bundled):
     from sentiric_cli.llama import compute_threads
 
     cores = compute_threads(0)
-    micro = synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
     with Engine(Settings(context_size=512, threads=4), micro) as e:
         reqs = [Request(head=e.model.tokenize(f"Chapter {i}."), body=[], tail=[], max_tokens=64) for i in range(4)]
         list(e.stream_many(reqs))
@@ -278,12 +277,11 @@ def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(synth, bundled
         assert e.ctx.n_threads == cores and not e.ctx.tuner.spare
 
 
-def test_a_quiet_sequence_decodes_its_text_once_and_it_is_the_streamed_text(synth):
+def test_a_quiet_sequence_decodes_its_text_once_and_it_is_the_streamed_text(micro):
     """A non-streamed sequence without stop strings decodes its text once, at the end (lazy_text), not token by
     token. The text is the streamed one: byte tokens that are not UTF-8 replaced alike, a character split over two
     tokens joined, an answer ended by a grammar (and an end-of-generation token) alike."""
-    path = synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
-    with Engine(Settings(context_size=256, threads=1), path) as e:
+    with Engine(Settings(context_size=256, threads=1), micro) as e:
         m = e.model
 
         def run(req: Request, quiet: bool):

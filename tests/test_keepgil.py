@@ -39,9 +39,9 @@ def _spinner_progress(call, n: int) -> int:
         sys.setswitchinterval(old)
 
 
-def test_a_steps_quick_calls_keep_the_gil_and_its_decode_lets_it_go(synth):
+def test_a_steps_quick_calls_keep_the_gil_and_its_decode_lets_it_go(micro):
     s = Settings(context_size=64, threads=2)
-    model = Model(synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512), s)
+    model = Model(micro, s)
     ctx, batch = Context(model, s), Batch(8)
     try:
         for pos, tok in enumerate([1, 5, 9]):

@@ -9,15 +9,11 @@ from sentiric_cli.scheduler import Scheduler
 from sentiric_cli.settings import Settings
 
 
-def _micro(synth):
-    return synth("llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
-
-
-def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot(synth):
+def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot(micro):
     """llama.cpp decodes each run of consecutive KV streams as a graph of its own: a request that no free slot
     holds half of takes the lowest free slot, not the one with a longer short match further up (nor the one idle
     longest). A continuation of a held prompt takes that prompt's slot and does not read it again."""
-    with Engine(Settings(context_size=512, threads=4), _micro(synth)) as e:
+    with Engine(Settings(context_size=512, threads=4), micro) as e:
         m = e.model
         sched = Scheduler(e, 8)
         text = [[m.bos] + m.tokenize(f"Chapter {i}. The old lighthouse keeper climbed the stairs") for i in range(3)]
