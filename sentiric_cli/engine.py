@@ -383,6 +383,20 @@ class Engine:
         except RuntimeError:  # a decode llama.cpp refused: padding is an optimisation, serving goes on without it
             self.costs = StepCosts()
 
+    def keepable(self, seq: int, n: int) -> int:
+        """How many of the first `n` tokens `seq`'s cache holds a new request can keep and go on from: n, or 0 where
+        the memory cannot go back to position n. A sliding-window cache has dropped the cells older than its window
+        behind its last position; going on from n needs the n_swa before n (llama-server's test). A recurrent
+        state is at its last position only."""
+        if n <= 0:
+            return 0
+        ctx, model = self.ctx, self.model
+        if model.recurrent:
+            return n if n == ctx.seq_pos_max(seq) + 1 else 0
+        if model.n_swa > 0 and ctx.seq_pos_min(seq) > max(0, n - model.n_swa):
+            return 0
+        return n
+
     def _pad_token(self) -> int:
         return self.model.bos if self.model.bos >= 0 else 0
 

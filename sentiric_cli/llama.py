@@ -147,6 +147,10 @@ class Model:
         self.bos = C.llama_vocab_bos(self.vocab)
         self.eos = C.llama_vocab_eos(self.vocab)
         self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
+        # what a kept cache can be trimmed back to (Engine.keepable): a sliding window drops cells older than
+        # n_swa; a recurrent state holds only its last position
+        self.n_swa = C.llama_model_n_swa(self.handle)
+        self.recurrent = bool(C.llama_model_is_recurrent(self.handle) or C.llama_model_is_hybrid(self.handle))
         self.pieces: dict[int, bytes] = {}  # token -> bytes, and -> end of generation: asked for every token
         self.eog: dict[int, bool] = {}
 

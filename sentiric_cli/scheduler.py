@@ -1,13 +1,13 @@
 """Continuous batching: one thread owns the llama.cpp context; requests reach it through a queue.
 
 Each step builds one batch with the next token of every generating sequence plus prompt chunks of
-sequences still prefilling, and calls llama_decode once (Engine.step). A request takes a free slot
-(a KV stream); a free slot whose cache starts with the same tokens is preferred and its shared
-prefix is not read again (multi-turn chat does not re-read the history). When no free slot holds at
-least half of the prompt, the lowest free slot is taken: llama.cpp decodes each run of consecutive KV
-streams in a step as a graph of its own, so busy slots kept together make one pass over the weights
-per step instead of one per run (4 rows in slots 1, 3, 5, 7 of the bundled model: 53 ms a step; in
-0-3: 30 ms). Events go back to the asking coroutine through its event loop.
+sequences still prefilling, and calls llama_decode once (Engine.step). A request takes the lowest free
+slot (a KV stream): llama.cpp decodes each run of consecutive KV streams in a step as a graph of its
+own, so busy slots kept together make one pass over the weights per step instead of one per run (4 rows
+in slots 1, 3, 5, 7 of the bundled model: 53 ms a step; in 0-3: 30 ms). A free slot's cache is kept:
+when it starts with the same tokens as a new prompt, that shared prefix is not read again (multi-turn
+chat does not re-read the history); held by another free slot, it is copied down first. Events go back
+to the asking coroutine through its event loop.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 
 from .engine import Engine, Piece, Progress, Record, Request, Sequence
 from .errors import SentiricError
+
+# a free slot holding this many more of a prompt's first tokens than the lowest free slot is copied down to it
+COPY_GAIN = 32
 
 
 class QueueFull(SentiricError):
@@ -55,6 +58,7 @@ class Counters:
     reused_tokens: int = 0
     rejected: int = 0
     cancelled: int = 0
+    copied_prefixes: int = 0  # prompts whose cached start was copied from another slot to the lowest free one
 
 
 class Scheduler:
@@ -191,13 +195,7 @@ class Scheduler:
                 self._send(job, None)
                 continue
             prompt = job.request.head + job.request.body + job.request.tail
-            shares = [(i, _shared(self.cached[i], prompt)) for i in free]  # free slots, lowest first
-            slot, shared = max(shares, key=lambda x: x[1])
-            if 2 * shared < len(prompt):  # no free slot holds much of it: the lowest, keeping busy slots together
-                slot, shared = shares[0]
-            reuse = min(shared, len(prompt) - 1)  # the last prompt token is always decoded: it gives the logits
-            if reuse < len(self.cached[slot]):  # drop the rest; keep the shared prefix
-                self.engine.ctx.seq_rm(slot, reuse, -1)
+            slot, reuse = self._place(free, prompt)
             try:
                 seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=True)
             except SentiricError as e:
@@ -212,6 +210,27 @@ class Scheduler:
             job.running = 1
             seq.fork_slots = [i for i in free if i != slot][:job.request.n - 1]
             self.reserved.update(seq.fork_slots)
+
+    def _place(self, free: list[int], prompt: list[int]) -> tuple[int, int]:
+        """The slot a prompt runs in, always the lowest free one (busy slots together), and how many of its tokens
+        that slot already holds. When another free slot holds a longer start of it, that cache is copied down
+        first (llama_memory_seq_cp: one copy of the stream's buffer, less than reading the tokens again) and
+        the other slot keeps its own for later."""
+        ctx, low = self.engine.ctx, free[0]
+        # the last prompt token is always decoded: it gives the logits
+        keep = {i: self.engine.keepable(i, min(_shared(self.cached[i], prompt), len(prompt) - 1))
+                for i in free if self.cached[i]}
+        src = max(keep, key=keep.get, default=low)  # the first of equals: the lowest
+        reuse = keep.get(low, 0)
+        if keep.get(src, 0) - reuse >= COPY_GAIN:
+            ctx.seq_rm(low, -1, -1)
+            ctx.seq_cp(src, low)
+            self.cached[low], reuse = self.cached[src], keep[src]
+            self.counters.copied_prefixes += 1
+        if reuse < len(self.cached[low]) and not ctx.seq_rm(low, reuse, -1):  # drop the rest; keep the shared prefix
+            ctx.seq_rm(low, -1, -1)
+            reuse = 0
+        return low, reuse
 
     def _dispatch(self, slot: int, seq: Sequence, job: Job) -> None:
         while seq.events:

@@ -48,6 +48,8 @@ class _Stats:
                                  ("shifts", c.shifts, "Window shifts"),
                                  ("evicted_tokens", c.evicted_tokens, "Document tokens evicted from windows"),
                                  ("reused_tokens", c.reused_tokens, "Prompt tokens reused from a slot's cache"),
+                                 ("copied_prefixes", c.copied_prefixes,
+                                  "Prompts whose cached start was copied from another slot to the lowest free one"),
                                  ("rejected", c.rejected, "Requests refused with 429"),
                                  ("cancelled", c.cancelled, "Requests whose client went away")):
             yield CounterMetricFamily(f"sentiric_{name}", doc, value=value)
