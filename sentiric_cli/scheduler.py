@@ -22,8 +22,8 @@ from .engine import Engine, Piece, Progress, Record, Request, Sequence
 from .errors import SentiricError
 
 # a free slot holding this many more of a prompt's first tokens than the lowest free slot is copied down to it:
-# the copy made the next step 1.7-3.6 ms longer on the bundled model (bench/slot_steps.py), where reading a
-# prompt token costs about 0.7 ms; on the micro model it is 0.16 ms, a handful of its steps
+# the copy made the next step 1.7-3.6 ms longer on the bundled model (bench/slot_steps.py), where each token read
+# adds a row to a step (8 rows: 46-51 ms, 1 row: 14 ms); on the micro model it is 0.16 ms, a handful of its steps
 COPY_GAIN = 8
 
 
