@@ -146,7 +146,8 @@ def test_a_sliding_window_cache_is_reused_only_where_it_still_holds_the_window(b
 
 def test_a_recurrent_state_is_reused_only_by_a_prompt_that_goes_on_from_its_end(synth):
     """A recurrent state holds its last position only: a prompt sharing most but not all of the cached tokens
-    is read again from the start; one that continues them is not."""
+    is read again from the start; one that continues them is not, also when the state is in another slot and is
+    copied down to the lowest free one."""
     path = synth("mamba", n_vocab=1024, n_embd=64, n_ff=128)
     settings = Settings(context_size=256, threads=2)
     with Engine(settings, path) as e:
@@ -161,10 +162,15 @@ def test_a_recurrent_state_is_reused_only_by_a_prompt_that_goes_on_from_its_end(
         diverging = await _ask(sched, other)
         await _ask(sched, prompt)
         going_on = held + then
-        return diverging, going_on, await _ask(sched, going_on)
+        continued = await _ask(sched, going_on)
+        await asyncio.gather(_ask(sched, other), _ask(sched, prompt))  # slot 0: other; slot 1: prompt's state
+        copied = await _ask(sched, going_on)  # slot 0, from slot 1's state
+        return diverging, going_on, continued, copied
 
-    (diverging, going_on, continued), _ = _serve(path, settings, main)
+    (diverging, going_on, continued, copied), sched = _serve(path, settings, main)
     assert diverging.reused_tokens == 0
     assert _same_logits(diverging, _fresh(path, settings, other))
-    assert continued.reused_tokens == len(going_on) - len(then)
-    assert _same_logits(continued, _fresh(path, settings, going_on))
+    fresh = _fresh(path, settings, going_on)
+    assert continued.reused_tokens == copied.reused_tokens == len(going_on) - len(then)
+    assert sched.counters.copied_prefixes == 1
+    assert _same_logits(continued, fresh) and _same_logits(copied, fresh)
