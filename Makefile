@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/serve_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/soak_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/overhead_bench.py --append docs/benchmarks.md
+	$(BIN)/python bench/slot_steps.py --append docs/benchmarks.md
 	$(BIN)/python bench/padding_bench.py --append docs/benchmarks.md
 	$(BIN)/python bench/sampling_bench.py --append docs/benchmarks.md
 

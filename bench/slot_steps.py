@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from overhead_bench import publish  # noqa: E402
 
 from sentiric_cli.bundled import bundled_model  # noqa: E402
 from sentiric_cli.cpupath import cpu_info  # noqa: E402
@@ -91,16 +93,14 @@ def main() -> None:
     rows = [f"| {', '.join(map(str, k))} | {len(k)} | {runs(k)} | {cell(v)} |"
             for k, v in times.items() if not isinstance(k, str)]
     text = "\n".join([
+        "## Slot layout and copying a cache (issue 13)", "",
         f"`bench/slot_steps.py` on {cpu_info()[0] or 'unknown CPU'} ({os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d')}: {path.name}, {SLOTS} slots of {a.context} tokens, one generated token per "
         f"busy slot, {a.repeats} steps each, median (min-max) ms.", "",
         "| busy slots | rows | runs of consecutive slots | ms per step |", "|---|---:|---:|---:|", *rows, "",
         f"A 1-row step: {cell(times['plain'])} ms; the same step with a pending copy of a slot's cache into it "
         f"(llama_memory_seq_cp): {cell(times['copy'])} ms.", ""])
-    print(text)
-    if a.append:
-        with open(a.append, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(text, a.append)
 
 
 if __name__ == "__main__":
