@@ -35,6 +35,9 @@ from sentiric_cli.bundled import bundled_model  # noqa: E402
 from sentiric_cli.cpupath import cpu_info, cpu_path  # noqa: E402
 
 SLOTS = 8
+# another llama-server binary (bench/gpu_run.sh: a CUDA build made on the GPU machine); then nothing is built here
+SERVER = Path(os.environ.get("LLAMA_SERVER") or LLAMA_SERVER)
+EXTRA = {"sentiric": [], "llama-server": []}  # --sentiric-args / --server-args
 PROMPTS = [f"Chapter {i}. The old lighthouse keeper climbed the stairs and" for i in range(16)]
 _fresh = itertools.count(1000)  # --fresh: a prompt no request sent before (no slot holds it for either server)
 
@@ -43,10 +46,10 @@ def start(kind: str, model: Path, ctx: int, extra: list[str] = ()) -> tuple[subp
     port = free_port()
     no_repack = [] if cpu_path().extra_bufts else ["--no-repack"]
     cmd = {"sentiric": [sys.executable, "-m", "sentiric_cli", "serve", "--model", str(model), "--port", str(port),
-                        "--threads", str(SLOTS), "--context", str(ctx), *extra],
-           "llama-server": [str(LLAMA_SERVER), "-m", str(model), "--port", str(port), "-np", str(SLOTS),
+                        "--threads", str(SLOTS), "--context", str(ctx), *EXTRA["sentiric"], *extra],
+           "llama-server": [str(SERVER), "-m", str(model), "--port", str(port), "-np", str(SLOTS),
                             "-c", str(ctx * SLOTS), "-t", str(os.cpu_count() or 1), "--threads-http", "32", "--log-disable",
-                            *no_repack]}[kind]
+                            *no_repack, *EXTRA["llama-server"]]}[kind]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -171,20 +174,30 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true",
                     help="every request a prompt never sent before (the default grid repeats 16 prompts)")
     ap.add_argument("--only", choices=("micro", "bundled"), help="one model's grid, no time-to-first-token part")
-    ap.add_argument("--clients", help="client counts, comma-separated (with --only)")
+    ap.add_argument("--clients", help="client counts, comma-separated (with --only or --model)")
+    ap.add_argument("--model", type=Path, help="this model's grid instead of the micro and bundled ones (bench/gpu_run.sh: "
+                    "a sparse shadow of a 7B header on a GPU); its time-to-first-token part too")
+    ap.add_argument("--server-args", default="", help="more llama-server arguments, e.g. '-ngl 999'")
+    ap.add_argument("--sentiric-args", default="", help="more `sentiric serve` arguments")
     a = ap.parse_args()
     if a.contention_only:
         return publish(contention(a.repeats), a.append)
-    subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
-    micro = ROOT / "build" / "micro-llama.gguf"
-    if not micro.exists():
-        micro.parent.mkdir(exist_ok=True)
-        write_model(micro, "llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
-    # per client: enough requests that one run lasts a second or more (at 4 x 128 a micro run took 0.4 s, and the
-    # host's noise over such short runs was as large as the differences)
-    grids = [("micro", micro, (1, 4, 8, 16), 128, 16), ("bundled", bundled_model(), (1, 4, 8), 64, 4)]
-    if a.only:
+    EXTRA["sentiric"], EXTRA["llama-server"] = a.sentiric_args.split(), a.server_args.split()
+    if not os.environ.get("LLAMA_SERVER"):
+        subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
+    if a.model:
+        grids = [(a.model.stem, a.model, (1, 4, 8, 16), 128, 4)]
+    else:
+        micro = ROOT / "build" / "micro-llama.gguf"
+        if not micro.exists():
+            micro.parent.mkdir(exist_ok=True)
+            write_model(micro, "llama", n_layer=1, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512)
+        # per client: enough requests that one run lasts a second or more (at 4 x 128 a micro run took 0.4 s, and
+        # the host's noise over such short runs was as large as the differences)
+        grids = [("micro", micro, (1, 4, 8, 16), 128, 16), ("bundled", bundled_model(), (1, 4, 8), 64, 4)]
+    if a.only and not a.model:
         grids = [g for g in grids if g[0] == a.only]
+    if a.only or a.model:
         if a.clients:
             grids = [(g[0], g[1], tuple(int(c) for c in a.clients.split(",")), g[3], g[4]) for g in grids]
     rows: list[str] = []
@@ -217,9 +230,13 @@ def main() -> None:
                             f"{p['llama-server', 'p50']:.2f} / {p['llama-server', 'p95']:.2f} s |")
     long_prompt = " ".join(["The keeper wrote the weather in the log every hour, and the sea was calm."] * 120)
     t_rows = []
-    servers = {} if a.only else {k: start(k, bundled_model(), 2560) for k in ("sentiric", "llama-server")}
+    ttft_model = a.model or bundled_model()
+    servers = {} if a.only else {k: start(k, ttft_model, 2560) for k in ("sentiric", "llama-server")}
     try:
         tt: dict = {}
+        if servers and a.model:  # "~2k tokens" in Gemma's tokenizer; a byte-level shadow's is 4x as many: cut to 2k
+            n = len(httpx.post(f"{servers['sentiric'][1]}/tokenize", json={"content": long_prompt}).json()["tokens"])
+            long_prompt = long_prompt[:len(long_prompt) * 2000 // max(n, 2000)]
         for rep in range(a.repeats if servers else 0):
             for kind in (("sentiric", "llama-server") if rep % 2 == 0 else ("llama-server", "sentiric")):
                 fresh = f"Log {rep}. {long_prompt}"  # a new start each time: neither server may reuse a cached prefix
@@ -241,10 +258,12 @@ def main() -> None:
         "completions one after another (" + "; ".join(f"{g[0]}: {g[4]} x {g[3]} tokens" for g in grids) + "), "
         + ("every prompt one never sent before (`--fresh`), " if a.fresh else "16 prompts, the same in every run, ")
         + "temperature 0; `whole` = not "
-        "streamed. llama-server built from the llama.cpp llama-cpp-python vendors (`bench/build_llama_server.sh`).", "",
+        "streamed. llama-server built from the llama.cpp llama-cpp-python vendors (`bench/build_llama_server.sh`)"
+        + (f"; llama-server {a.server_args}" if a.server_args else "")
+        + (f"; sentiric {a.sentiric_args}" if a.sentiric_args else "") + ".", "",
         "| model | mode | clients | sentiric tok/s | llama-server tok/s | ratio | sentiric p50 / p95 | llama-server p50 / p95 |",
         "|---|---|---:|---:|---:|---:|---:|---:|", *rows, "", *([] if a.only else [
-        "Time to first token of a ~2k-token prompt (bundled model, slots of 2560) while 3 other requests stream, and "
+        f"Time to first token of a ~2k-token prompt ({ttft_model.name}, slots of 2560) while 3 other requests stream, and "
         "the longest gap between those requests' tokens meanwhile:", "",
         "| server | time to first token | longest gap in the other streams |", "|---|---:|---:|", *t_rows, ""])])
     publish(text, a.append)

@@ -104,9 +104,10 @@ LOGS = (
 )
 
 
-def write_header(path: str | Path, s: Shape) -> Path:
+def write_header(path: str | Path, s: Shape, byte_vocab: bool = False) -> Path:
     """A header-only GGUF (tensor infos, no data) with the shapes of `s`: Q4_K matrices, Q6_K for the
-    output, V and down projections (as Q4_K_M files mostly have them)."""
+    output, V and down projections (as Q4_K_M files mostly have them). byte_vocab: synth.py's byte-level
+    vocabulary, padded to n_vocab, so that any text tokenizes (a file to run, not only to plan)."""
     path = Path(path)
     w = gguf.GGUFWriter(str(path), s.arch)
     w.add_name(f"{s.arch} {s.n_layer}x{s.n_embd} (header only)")
@@ -124,8 +125,14 @@ def write_header(path: str | Path, s: Shape) -> Path:
         w.add_expert_count(s.n_expert)
         w.add_expert_used_count(s.n_expert_used)
         w.add_expert_feed_forward_length(s.n_ff_exp)
-    w.add_tokenizer_model("llama")
-    w.add_token_list([f"t{i}" for i in range(s.n_vocab)])
+    if byte_vocab:
+        from synth import _add_kv, _vocab
+
+        for key, value in _vocab(s.n_vocab).items():
+            _add_kv(w, key, value)
+    else:
+        w.add_tokenizer_model("llama")
+        w.add_token_list([f"t{i}" for i in range(s.n_vocab)])
 
     def t(name: str, shape: tuple[int, ...], qtype) -> None:
         block, size = gguf.GGML_QUANT_SIZES[qtype]
