@@ -230,8 +230,8 @@ def main() -> None:
                             f"{p['llama-server', 'p50']:.2f} / {p['llama-server', 'p95']:.2f} s |")
     long_prompt = " ".join(["The keeper wrote the weather in the log every hour, and the sea was calm."] * 120)
     t_rows = []
-    ttft_model = a.model or bundled_model()
-    servers = {} if a.only else {k: start(k, ttft_model, 2560) for k in ("sentiric", "llama-server")}
+    ttft_model = None if a.only else a.model or bundled_model()  # --only: no time-to-first-token part
+    servers = {k: start(k, ttft_model, 2560) for k in ("sentiric", "llama-server")} if ttft_model else {}
     try:
         tt: dict = {}
         if servers and a.model:  # "~2k tokens" in Gemma's tokenizer; a byte-level shadow's is 4x as many: cut to 2k

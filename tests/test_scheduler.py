@@ -12,9 +12,9 @@ from sentiric_cli.settings import Settings
 
 
 def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot(micro):
-    """llama.cpp decodes each run of consecutive KV streams as a graph of its own: a request that no free slot
-    holds half of takes the lowest free slot, not the one with a longer short match further up (nor the one idle
-    longest). A continuation of a held prompt takes that prompt's slot and does not read it again."""
+    """llama.cpp decodes each run of consecutive KV streams as a graph of its own: a request runs in the lowest
+    free slot, not in the one with a longer short match further up (nor in the one idle longest). A continuation
+    of what that slot then holds does not read it again."""
     with Engine(Settings(context_size=512, threads=4), micro) as e:
         m = e.model
         sched = Scheduler(e, 8)
@@ -45,7 +45,7 @@ def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot
             # slots 1 and 2 at once, then free: 1 holds the zebras, 2 a prompt much like the next one
             _, short = await asyncio.gather(ask(other, 4), ask(text[1], 4))
             seen: list[int] = []
-            third = await ask(text[2], 4, seen)  # shares "<bos>Chapter " with slot 2's cache: no half of it
+            third = await ask(text[2], 4, seen)  # shares only "<bos>Chapter " with slot 2's cache
             more = await ask(text[2] + m.tokenize(" and"), 4)  # a continuation of what slot 1 now holds
             jobs[0].cancel()
             await long
