@@ -7,6 +7,9 @@ Run by `make install` with the virtual environment's python. Why not plain `pip 
   runs one tile instruction first (sentiric_cli.cpupath.amx_tiles_work); if it dies, llama.cpp is built
   with `-mno-amx-tile -mno-amx-int8 -mno-amx-bf16`, which keeps every other native kernel and the
   weight repacking (explicit -mno-* flags win over -march=native in GCC and clang, whatever the order).
+  Some VMs run the tile instruction yet crash llama.cpp's AMX kernels (SIGSEGV): so after installing a build
+  with AMX, the CPU path probe's child loads and decodes with the AMX buffers; if it dies, the verdict is kept
+  (cache_dir()/amx-kernels.json, per CPU) and llama.cpp is built again without AMX.
 - pip caches a built wheel by its source, not by CMAKE_ARGS or CFLAGS: a changed flag would silently
   reuse the old wheel. So pip's cache is off for this build (`--no-cache-dir`), and wheels are kept in
   our own cache, one folder per hash of everything that shapes the binary: version, CMAKE_ARGS,
@@ -32,22 +35,49 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from sentiric_cli.cpupath import amx_tiles_work, cache_dir, cpu_info  # noqa: E402 - stdlib-only module
+from sentiric_cli.cpupath import amx_buffers_crash, amx_tiles_work, cache_dir, cpu_info  # noqa: E402 - stdlib-only
 
 VERSION = "0.3.36"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 STAMP = Path(sys.prefix) / "sentiric-llama-build.json"
+AMX_RUNS = "AMX tile instructions run here"
+
+
+def _cpu_id() -> str:
+    name, flags = cpu_info()
+    return hashlib.sha256(f"{name}\n{' '.join(sorted(flags))}".encode()).hexdigest()[:20]
+
+
+def _amx_verdicts() -> dict:
+    try:
+        data = json.loads((cache_dir() / "amx-kernels.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remember_amx_crash(why: str) -> None:
+    """Keep that llama.cpp's AMX kernels crash on this CPU: the next install builds without AMX at once."""
+    data = _amx_verdicts()
+    data[_cpu_id()] = {"cpu": cpu_info()[0], "crash": why}
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "amx-kernels.json.part").write_text(json.dumps(data, indent=1))
+    os.replace(folder / "amx-kernels.json.part", folder / "amx-kernels.json")
 
 
 def extra_cflags() -> tuple[str, str]:
     """(flags, why): what this CPU needs on top of -march=native."""
     if os.environ.get("SENTIRIC_NO_AMX") == "1":
         return NO_AMX, "SENTIRIC_NO_AMX=1"
+    crashed = _amx_verdicts().get(_cpu_id())
+    if isinstance(crashed, dict):
+        return NO_AMX, f"llama.cpp's AMX kernels crashed on this CPU in an earlier install ({crashed.get('crash', '?')})"
     works = amx_tiles_work()
     if works is None:
         return "", "the CPU does not advertise AMX"
     if works:
-        return "", "AMX tile instructions run here"
+        return "", AMX_RUNS
     return NO_AMX, "the CPU advertises AMX but a tile instruction was trapped (SIGILL) in a child process"
 
 
@@ -105,23 +135,17 @@ def installed_key() -> str | None:
         return None
 
 
-def main(argv: list[str]) -> int:
-    cflags, why = extra_cflags()
-    if "--cflags" in argv:
-        print(cflags)
-        return 0
+def install(cflags: str, why: str) -> None:
+    """This environment gets the build for these flags: already there, a cached wheel, or compiled now."""
     env = build_env(cflags)
     key, facts = build_key(env)
-    if "--key" in argv:
-        print(key)
-        return 0
     print(f"install_llama: CPU: {facts['cpu'] or 'unknown'}; {why}; extra flags: {cflags or 'none'}; "
           f"build key {key}", file=sys.stderr)
     if installed_key() == key:
         try:
             import llama_cpp  # noqa: F401 - only whether it is there
             print("install_llama: this environment already has that build", file=sys.stderr)
-            return 0
+            return
         except ImportError:
             pass
     folder = cache_dir() / "wheels" / key
@@ -134,6 +158,24 @@ def main(argv: list[str]) -> int:
     subprocess.run(pip + ["--force-reinstall", "--no-deps", str(wheel)], check=True)
     subprocess.run(pip + [str(wheel)], check=True)  # its dependencies
     STAMP.write_text(json.dumps({"key": key, "wheel": str(wheel), "why": why, **facts}, indent=1))
+
+
+def main(argv: list[str]) -> int:
+    cflags, why = extra_cflags()
+    if "--cflags" in argv:
+        print(cflags)
+        return 0
+    if "--key" in argv:
+        print(build_key(build_env(cflags))[0])
+        return 0
+    install(cflags, why)
+    if why == AMX_RUNS:  # the tile instruction ran; do llama.cpp's AMX kernels? (the probe child needs gguf)
+        crash = amx_buffers_crash()
+        if crash:
+            print(f"install_llama: llama.cpp's AMX kernels crashed in a child process ({crash}) although the tile "
+                  "instruction runs: building without AMX, which keeps the repacked weights", file=sys.stderr)
+            remember_amx_crash(crash)
+            install(*extra_cflags())
     return 0
 
 

@@ -143,6 +143,18 @@ def decide(run: Callable[[bool], ProbeRun]) -> CpuPath:
                                          f"buffers: {_why(first)})")
 
 
+def amx_buffers_crash(run: Callable[[bool], ProbeRun] | None = None) -> str | None:
+    """How the probe child died with llama.cpp's AMX weight buffers in use (e.g. "killed by SIGSEGV"), else None.
+
+    For the install: some VMs run a tile instruction but crash llama.cpp's AMX kernels (seen: SIGSEGV on an
+    Intel Xeon KVM guest, issue 22), which the tile check alone cannot see; only a build without AMX keeps the
+    repacked weights there."""
+    first = (run or run_probe_child)(True)
+    if first.returncode == 0 or "AMX" not in _buffers(first.stdout):
+        return None
+    return _why(first)
+
+
 def run_probe_child(extra_bufts: bool) -> ProbeRun:
     cmd = [sys.executable, "-m", "sentiric_cli.cpu_probe", "--extra-bufts" if extra_bufts else "--plain"]
     try:

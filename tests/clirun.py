@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from waits import WAIT
+
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_") and k != "SENTIRIC_DEBUG"}
@@ -15,7 +17,7 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sentiric_cli", *args], capture_output=True, text=True,
-                          env=_env(env), timeout=120)
+                          env=_env(env), timeout=WAIT)
 
 
 def assert_user_error(r: subprocess.CompletedProcess, *expected: str) -> str:

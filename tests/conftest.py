@@ -53,3 +53,30 @@ def seed_gguf(tmp_path_factory) -> Path:
     from seed_model import write_gemma3_4b_header
 
     return write_gemma3_4b_header(tmp_path_factory.mktemp("seed") / "gemma-3-4b-it-Q4_K_M.gguf")
+
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which llama.cpp build ran the tests: CI runs the tests that assert model text against two kernel
+    families (the native build and an x86-64-v3 one: `make test-v3`, docs/cpu.md), and its log shows which."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    stamp = _json(Path(sys.prefix) / "sentiric-llama-build.json")
+    from sentiric_cli.cpupath import cache_dir, cache_key
+
+    path = _json(cache_dir() / "cpu-path.json").get(cache_key(), {}).get("path", "not probed")
+    terminalreporter.write_line(f"llama.cpp build: CMAKE_ARGS={stamp.get('CMAKE_ARGS', '?')!r}, "
+                                f"CFLAGS={stamp.get('CFLAGS', '?')!r}; CPU path: {path}")
+    terminalreporter.write_line(f"llama.cpp kernels: {llama_cpp.llama_print_system_info().decode().strip()}")
+
+
+def _json(file: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import httpx
 from openai import OpenAI
+from waits import WAIT
 
 
 @contextmanager
@@ -28,12 +29,14 @@ def server(*args: str, env: dict | None = None):
                 raise RuntimeError(f"server did not start: {banner}{proc.stderr.read()}")
             banner += line
         url = re.search(r"http://[\d.]+:\d+", banner).group(0)
-        for _ in range(100):
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         yield url, proc, banner
     finally:
         if proc.poll() is None:
@@ -54,6 +57,6 @@ def rss_mib(pid: int) -> float:
 
 
 def client(url: str, key: str = "none") -> OpenAI:
-    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=WAIT)
 
 

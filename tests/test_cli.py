@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from clirun import _env, assert_user_error, run
 from synth import write_model
+from waits import WAIT
 
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.gguf_header import read_header
@@ -31,7 +32,7 @@ def run_many(calls: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, su
              for name, (args, env) in calls.items()}
     done = {}
     for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=WAIT)
         done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     return done
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import assert_user_error
+from waits import WAIT
 
 from sentiric_cli import cpupath
 from sentiric_cli.cpupath import CpuPath, ProbeRun, cpu_path, decide, require_runnable
@@ -23,7 +24,7 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 def child(code: str) -> ProbeRun:
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
     return ProbeRun(p.returncode, p.stdout, p.stderr)
 
 
@@ -112,7 +113,7 @@ def test_run_exits_2_with_one_line_when_llama_cpp_cannot_run_here(tmp_path):
     env = {**os.environ, "SENTIRIC_CACHE_DIR": str(tmp_path), "COLUMNS": "200"}
     env.pop("SENTIRIC_CPU_PATH", None)
     r = subprocess.run([sys.executable, "-m", "sentiric_cli", "run", "Once upon a time", "-n", "4"],
-                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+                       capture_output=True, text=True, env=env, timeout=WAIT, stdin=subprocess.DEVNULL)
     assert_user_error(r, "llama.cpp cannot run on this CPU", "SIGILL", "make install")
 
 
@@ -126,13 +127,14 @@ def test_amx_tiles_are_tried_in_a_child_only_where_advertised():
 
 def _install_llama(*args: str, env: dict[str, str]) -> str:
     p = subprocess.run([sys.executable, str(SCRIPTS / "install_llama.py"), *args], capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=120)
+                       env={**os.environ, **env}, timeout=WAIT)
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
 
 
-def test_a_changed_build_flag_never_reuses_a_wheel_built_without_it():
-    base = {"CMAKE_ARGS": "", "CFLAGS": "", "CXXFLAGS": "", "SENTIRIC_NO_AMX": "0"}
+def test_a_changed_build_flag_never_reuses_a_wheel_built_without_it(tmp_path):
+    # an empty cache: no AMX verdict kept by an earlier install on this machine
+    base = {"CMAKE_ARGS": "", "CFLAGS": "", "CXXFLAGS": "", "SENTIRIC_NO_AMX": "0", "SENTIRIC_CACHE_DIR": str(tmp_path)}
     plain = _install_llama("--key", env=base)
     assert _install_llama("--key", env=base) == plain  # stable
     assert _install_llama("--key", env={**base, "CMAKE_ARGS": "-DGGML_NATIVE=OFF"}) != plain
@@ -154,3 +156,27 @@ def test_the_no_amx_flags_really_switch_amx_off_under_march_native():
         assert "__AMX_INT8__" not in macros and "__AMX_TILE__" not in macros, flags
     macros = subprocess.run([cc, "-march=sapphirerapids", "-dM", "-E", "-"], input="", capture_output=True, text=True).stdout
     assert "__AMX_INT8__" in macros  # the control: the same compiler does enable AMX without them
+
+
+SIGSEGV_AMX = "print('buffers:AMX,CPU_Mapped', flush=True); import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+SIGSEGV_REPACK = "print('buffers:CPU_REPACK,CPU_Mapped', flush=True); import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+
+
+def test_the_install_sees_amx_kernels_that_crash_where_the_tile_instruction_runs(tmp_path):
+    """Issue 22: an Intel Xeon KVM guest runs `tilezero` but llama.cpp's AMX kernels die with SIGSEGV. The install
+    asks the probe child, remembers the crash per CPU and builds without AMX from then on (repacking kept)."""
+    asked = []
+    assert cpupath.amx_buffers_crash(lambda extra: asked.append(extra) or child(SIGSEGV_AMX)) == "killed by SIGSEGV"
+    assert asked == [True]  # with the extra buffers, where the AMX kernels are
+    assert cpupath.amx_buffers_crash(lambda extra: child(OK_AMX)) is None
+    assert cpupath.amx_buffers_crash(lambda extra: child(SIGSEGV_REPACK)) is None  # not AMX: building without it won't help
+
+    env = {"CMAKE_ARGS": "", "CFLAGS": "", "CXXFLAGS": "", "SENTIRIC_NO_AMX": "0", "SENTIRIC_CACHE_DIR": str(tmp_path)}
+    before, flags_before = _install_llama("--key", env=env), _install_llama("--cflags", env=env)
+    remember = ("import sys; sys.path.insert(0, sys.argv[1]); import install_llama; "
+                "install_llama.remember_amx_crash('killed by SIGSEGV')")
+    subprocess.run([sys.executable, "-c", remember, str(SCRIPTS)], env={**os.environ, **env}, check=True, timeout=WAIT)
+    assert json.loads((tmp_path / "amx-kernels.json").read_text())  # one verdict, for this CPU
+    assert _install_llama("--cflags", env=env) == "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    assert _install_llama("--key", env=env) != before  # another wheel: the one without AMX
+    assert _install_llama("--cflags", env={**env, "SENTIRIC_CACHE_DIR": str(tmp_path / "other")}) == flags_before

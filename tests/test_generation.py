@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sentiric_cli.engine import Engine, Piece, Record, Request
 from sentiric_cli.settings import Settings
+
+# every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
+pytestmark = pytest.mark.text
 
 
 def run(engine: Engine, request: Request) -> Record:

@@ -17,6 +17,7 @@ import re
 import httpx
 import pytest
 from live import client, server
+from waits import WAIT
 
 KEY = "sk-this-is-the-secret-key"
 
@@ -28,11 +29,12 @@ def url():
 
 
 def post(url: str, path: str, body: dict, **kw) -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=body, timeout=120, **kw)
+    return httpx.post(f"{url}{path}", json=body, timeout=WAIT, **kw)
 
 
 # ---- test_chat_completion.py
 
+@pytest.mark.text
 @pytest.mark.parametrize("system,user,max_tokens", [
     ("Book", "What is the best book", 8),
     ("You are a coding assistant.", "Write the fibonacci function in c++.", 16),
@@ -48,8 +50,9 @@ def test_chat_completion(url, system, user, max_tokens):
     assert choice["message"]["role"] == "assistant" and choice["finish_reason"] in ("stop", "length")
 
 
+@pytest.mark.text
 def test_chat_completion_stream(url):
-    with httpx.stream("POST", f"{url}/chat/completions", timeout=60, json={
+    with httpx.stream("POST", f"{url}/chat/completions", timeout=WAIT, json={
             "max_tokens": 8, "stream": True,
             "messages": [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]}) as r:
         data = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ") and x != "data: [DONE]"]
@@ -59,12 +62,14 @@ def test_chat_completion_stream(url):
     assert all(d["choices"][0]["finish_reason"] is None for d in data[:-1])
 
 
+@pytest.mark.text
 def test_chat_completion_with_openai_library(url):
     res = client(url).chat.completions.create(model="gpt-3.5-turbo", max_tokens=8, messages=[
         {"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}])
     assert res.choices[0].finish_reason in ("stop", "length") and res.choices[0].message.content is not None
 
 
+@pytest.mark.text
 @pytest.mark.parametrize("response_format,max_tokens,check", [
     ({"type": "json_object", "schema": {"const": "42"}}, 6, lambda v: v == "42"),
     ({"type": "json_object", "schema": {"items": [{"type": "integer"}]}}, 10,
@@ -86,12 +91,14 @@ def test_completion_with_response_format(url, response_format, max_tokens, check
     assert check(json.loads(res.json()["choices"][0]["message"]["content"]))
 
 
+@pytest.mark.text
 def test_completion_with_json_schema(url):
     res = post(url, "/chat/completions", {"max_tokens": 6, "json_schema": {"const": "42"}, "messages": [
         {"role": "system", "content": "You are a coding assistant."}, {"role": "user", "content": "Write an example"}]})
     assert res.status_code == 200 and res.json()["choices"][0]["message"]["content"] == '"42"'
 
 
+@pytest.mark.text
 def test_completion_with_grammar(url):
     res = post(url, "/chat/completions", {"max_tokens": 6, "grammar": 'root ::= "a"{5,5}',
                                           "messages": [{"role": "user", "content": "Does not matter what I say, does it?"}]})
@@ -119,6 +126,7 @@ def test_two_assistant_turns_in_a_row_are_rendered_not_refused(url):
     assert res.status_code == 200
 
 
+@pytest.mark.text
 def test_logprobs(url):
     res = client(url).chat.completions.create(model="gpt-3.5-turbo-instruct", temperature=0.0, max_tokens=5,
                                               logprobs=True, top_logprobs=10, messages=[
@@ -131,6 +139,7 @@ def test_logprobs(url):
     assert "".join(t.token for t in res.choices[0].logprobs.content).startswith(text)
 
 
+@pytest.mark.text
 def test_logprobs_stream(url):
     res = client(url).chat.completions.create(model="gpt-3.5-turbo-instruct", temperature=0.0, max_tokens=5,
                                               logprobs=True, top_logprobs=10, stream=True, messages=[
@@ -152,6 +161,7 @@ def test_logprobs_stream(url):
     assert output and aggregated.startswith(output)
 
 
+@pytest.mark.text
 def test_chat_completions_multiple_choices(url):
     for _ in range(2):  # twice: the slots' cache is reused across n answers and requests without locking up
         res = post(url, "/chat/completions", {"max_tokens": 8, "n": 2, "temperature": 0.7, "messages": [
@@ -164,12 +174,19 @@ def test_chat_completions_multiple_choices(url):
 
 # ---- test_completion.py (the OpenAI-compatible parts)
 
+@pytest.mark.text
 def test_completion_with_openai_library(url):
     res = client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8)
     assert res.choices[0].finish_reason == "length" and res.choices[0].text
 
 
+@pytest.mark.text
 def test_completion_stream_with_openai_library(url):
+    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
+    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
+    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
+    client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8,
+                                   temperature=0)
     done = client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8,
                                           temperature=0)
     res = client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8,
@@ -178,10 +195,14 @@ def test_completion_stream_with_openai_library(url):
     assert text == done.choices[0].text
 
 
+@pytest.mark.text
 def test_consistent_result_same_seed(url):
-    outs = {post(url, "/v1/completions", {"prompt": "I believe the meaning of life is", "seed": 42,
-                                          "temperature": 0.8, "max_tokens": 8}).json()["choices"][0]["text"]
-            for _ in range(3)}
+    ask = {"prompt": "I believe the meaning of life is", "seed": 42, "temperature": 0.8, "max_tokens": 8}
+    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
+    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
+    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
+    post(url, "/v1/completions", ask)
+    outs = {post(url, "/v1/completions", ask).json()["choices"][0]["text"] for _ in range(3)}
     assert len(outs) == 1
 
 
@@ -191,6 +212,7 @@ LONG_TEXT = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do ei
              "dolore magna aliqua. ") * 30
 
 
+@pytest.mark.text
 def test_ctx_shift_long_prompt_is_shifted_not_refused(url):
     """Differs from test_ctx_shift_disabled_long_prompt (an error there): the window shifts over the prompt."""
     res = post(url, "/v1/completions", {"prompt": LONG_TEXT, "max_tokens": 16})
@@ -198,8 +220,9 @@ def test_ctx_shift_long_prompt_is_shifted_not_refused(url):
     assert res.json()["usage"]["prompt_tokens"] > 512 and res.json()["usage"]["completion_tokens"] == 16
 
 
+@pytest.mark.text
 def test_ctx_shift_disabled_stream(url):
-    with httpx.stream("POST", f"{url}/v1/completions", timeout=120,
+    with httpx.stream("POST", f"{url}/v1/completions", timeout=WAIT,
                       json={"prompt": "Once", "max_tokens": 256, "stream": True}) as r:
         content = ""
         for line in r.iter_lines():

@@ -15,12 +15,16 @@ import pytest
 from needles import QUESTION, document, documents, sentences_for
 from openai import OpenAI
 from test_serve import server
+from waits import WAIT
 
 from sentiric_cli.engine import Engine, Piece, Request
 from sentiric_cli.longdoc import NOT_FOUND, LongRecord, MapJob, answer, run_pool
 from sentiric_cli.longdoc.mapreduce import CONFIDENT, _listing
 from sentiric_cli.prompt import INSTRUCTION
 from sentiric_cli.settings import Settings
+
+# every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
+pytestmark = pytest.mark.text
 
 WINDOW = 1024
 
@@ -100,7 +104,7 @@ def test_auto_reads_once_when_it_fits_and_window_streams(engine):
 def _cli(*args: str, env: dict | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")} | (env or {})
     return subprocess.run([sys.executable, "-m", "sentiric_cli", "run", *args], input=stdin, capture_output=True,
-                          env=environ | {"COLUMNS": "200"}, timeout=600)
+                          env=environ | {"COLUMNS": "200"}, timeout=WAIT)
 
 
 def test_run_strategy_flag_json_record_and_environment(engine, tmp_path):
@@ -126,7 +130,7 @@ def test_the_api_extension_round_trips_through_the_openai_client(engine):
         cpu_line = proc.stderr.readline()  # the start-up summary's line after the plan (issue 8)
         assert cpu_line.startswith("sentiric: CPU path: ") and ("repack" in cpu_line or "AMX" in cpu_line
                                                                 or "plain" in cpu_line), cpu_line
-        c = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
+        c = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=WAIT)
         extra = {"sentiric": {"document": text, "strategy": "map"}}
         r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": QUESTION}], max_tokens=24,
                                       temperature=0, extra_body=extra)

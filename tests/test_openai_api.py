@@ -12,6 +12,7 @@ import httpx
 import pytest
 from live import client, server
 from pydantic import BaseModel, Field
+from waits import WAIT
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather now in a city",
@@ -36,8 +37,13 @@ def _metric(url: str, name: str) -> float:
     return float(re.search(rf"^sentiric_{name}_total (\S+)$", httpx.get(f"{url}/metrics").text, re.M).group(1))
 
 
+@pytest.mark.text
 def test_content_parts_and_an_agent_loop_turn_are_accepted(hermes):
     c = client(hermes)
+    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
+    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
+    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
+    c.chat.completions.create(model="m", max_tokens=4, temperature=0, messages=[{"role": "user", "content": "Say hello."}])
     parts = c.chat.completions.create(model="m", max_tokens=4, temperature=0, messages=[
         {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}])
     whole = c.chat.completions.create(model="m", max_tokens=4, temperature=0,
@@ -52,6 +58,7 @@ def test_content_parts_and_an_agent_loop_turn_are_accepted(hermes):
     assert loop.choices[0].message.role == "assistant" and loop.usage.prompt_tokens > whole.usage.prompt_tokens
 
 
+@pytest.mark.text
 def test_tool_round_trip_with_the_openai_sdk(hermes):
     c = client(hermes)
     first = c.chat.completions.create(model="m", messages=ASK, tools=[WEATHER], tool_choice="required",
@@ -74,6 +81,7 @@ def test_tool_round_trip_with_the_openai_sdk(hermes):
     assert none.choices[0].message.tool_calls is None and none.choices[0].finish_reason != "tool_calls"
 
 
+@pytest.mark.text
 def test_streamed_tool_calls_arrive_as_deltas(hermes):
     chunks = list(client(hermes).chat.completions.create(
         model="m", messages=ASK, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False,
@@ -85,6 +93,7 @@ def test_streamed_tool_calls_arrive_as_deltas(hermes):
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
+@pytest.mark.text
 def test_parse_returns_the_pydantic_model(hermes):
     done = client(hermes).chat.completions.parse(
         model="m", max_tokens=80, temperature=0, response_format=City,
@@ -97,10 +106,15 @@ def test_parse_returns_the_pydantic_model(hermes):
     assert obj.choices[0].finish_reason == "stop" and isinstance(json.loads(obj.choices[0].message.content), dict)
 
 
+@pytest.mark.text
 def test_chat_logprobs_streamed_and_not(hermes):
     c = client(hermes)
     ask = dict(model="m", messages=[{"role": "user", "content": "Write a poem about the sea."}], max_tokens=6,
                temperature=0, logprobs=True, top_logprobs=3)
+    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
+    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
+    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
+    c.chat.completions.create(**ask)
     done = c.chat.completions.create(**ask)
     content = done.choices[0].logprobs.content
     assert content and "".join(t.token for t in content).startswith(done.choices[0].message.content)
@@ -113,9 +127,14 @@ def test_chat_logprobs_streamed_and_not(hermes):
     assert [t.token for t in tokens] == [t.token for t in content]
 
 
+@pytest.mark.text
 def test_n_answers_share_one_read_of_the_prompt(hermes):
     c = client(hermes)
     long = [{"role": "user", "content": "Tell me about the sea. " * 40}]
+    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
+    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
+    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
+    c.chat.completions.create(model="m", messages=long, max_tokens=8, temperature=0)
     one = c.chat.completions.create(model="m", messages=long, max_tokens=8, temperature=0)
     copied = _metric(hermes, "reused_tokens")
     two = c.chat.completions.create(model="m", messages=long, max_tokens=8, temperature=0, n=2)
@@ -132,6 +151,7 @@ def test_n_answers_share_one_read_of_the_prompt(hermes):
     assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "n"
 
 
+@pytest.mark.text
 def test_embeddings(hermes):
     c = client(hermes)
     out = c.embeddings.create(model="m", input=["The cat sat on the mat.", "A cat was sitting on a mat.",
@@ -145,6 +165,7 @@ def test_embeddings(hermes):
     assert floats.json()["data"][0]["embedding"] == pytest.approx(vecs[0], abs=1e-6)  # the SDK asked for base64
 
 
+@pytest.mark.text
 def test_responses_api(hermes):
     c = client(hermes)
     done = c.responses.create(model="m", input="Say hello.", instructions="Be brief.", max_output_tokens=6,
@@ -155,12 +176,18 @@ def test_responses_api(hermes):
     kinds = [e.type for e in events]
     assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] in ("response.completed",
                                                                                          "response.incomplete")
-    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == done.output_text
+    # the stream's deltas make its own final text. Not compared with `done`'s text: the second request reuses the
+    # first one's cached prompt, and its last prompt token computed in another batch shape flipped a near tie on
+    # one CPU's kernels ("Say hi." against "Say hello.", issue 22)
+    final = events[-1].response
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == final.output_text
+    assert final.output_text and final.usage.input_tokens == done.usage.input_tokens  # the same prompt
     assert [e.sequence_number for e in events] == list(range(len(events)))
     stateful = httpx.post(f"{hermes}/v1/responses", json={"input": "x", "previous_response_id": "resp_1"})
     assert stateful.status_code == 400 and stateful.json()["error"]["param"] == "previous_response_id"
 
 
+@pytest.mark.text
 def test_langchain_structured_output_and_bound_tools(hermes):
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
@@ -178,6 +205,7 @@ def test_langchain_structured_output_and_bound_tools(hermes):
     assert msg.tool_calls and msg.tool_calls[0]["name"] == "get_weather" and "city" in msg.tool_calls[0]["args"]
 
 
+@pytest.mark.text
 def test_litellm_parts_and_tools(hermes, monkeypatch):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its bundled copy: no fetch from the network
     import litellm
@@ -190,6 +218,7 @@ def test_litellm_parts_and_tools(hermes, monkeypatch):
     assert called.choices[0].message.tool_calls[0].function.name == "get_weather"
 
 
+@pytest.mark.text
 def test_generic_tool_format_without_a_template():
     """No chat template: tools go into a system turn and the answer is JSON under a grammar."""
     with server("--threads", "1", "--context", "1024") as (url, _, _):
@@ -211,7 +240,7 @@ def test_generic_tool_format_without_a_template():
 
 def test_each_bad_shape_gets_its_openai_error(hermes):
     def post(path: str, body: dict) -> httpx.Response:
-        return httpx.post(f"{hermes}{path}", json=body, timeout=60)
+        return httpx.post(f"{hermes}{path}", json=body, timeout=WAIT)
     user = [{"role": "user", "content": "x"}]
     cases = [
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
@@ -239,9 +268,10 @@ def test_each_bad_shape_gets_its_openai_error(hermes):
     assert httpx.get(f"{hermes}/v1/models/hermes").json()["id"] == "hermes"
 
 
+@pytest.mark.text
 def test_the_stream_is_shaped_as_openai_documents(hermes):
     def chunks(body: dict) -> list:
-        with httpx.stream("POST", f"{hermes}/v1/chat/completions", json=body, timeout=60) as r:
+        with httpx.stream("POST", f"{hermes}/v1/chat/completions", json=body, timeout=WAIT) as r:
             lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
         assert lines[-1] == "[DONE]"
         return [json.loads(x) for x in lines[:-1]]

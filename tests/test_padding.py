@@ -10,6 +10,9 @@ from sentiric_cli.llama import Batch, Context, Model
 from sentiric_cli.padding import StepCosts, pad
 from sentiric_cli.settings import Settings
 
+# every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
+pytestmark = pytest.mark.text
+
 
 def test_pads_only_to_a_clearly_cheaper_size():
     costs = StepCosts([0.0, 10, 20, 30, 40, 50, 60, 70, 45])

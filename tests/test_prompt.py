@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from sentiric_cli.engine import Engine, Record, Request
 from sentiric_cli.llama import Model
 from sentiric_cli.prompt import layout
 from sentiric_cli.settings import Settings
+
+# every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
+pytestmark = pytest.mark.text
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

@@ -10,6 +10,9 @@ from sentiric_cli.llama import Batch, Context, Model
 from sentiric_cli.sampling import Sampler
 from sentiric_cli.settings import Settings
 
+# every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
+pytestmark = pytest.mark.text
+
 
 def _greedy_chain():
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())

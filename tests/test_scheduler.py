@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from sentiric_cli.engine import Engine, Record, Request
 from sentiric_cli.scheduler import COPY_GAIN, Scheduler
 from sentiric_cli.settings import Settings
+
+# every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
+pytestmark = pytest.mark.text
 
 
 def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot(micro):

@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 from live import client, server
+from waits import WAIT
 
 PROMPTS = [f"Question {i}: what colour is the {thing}? Answer:" for i, thing in
            enumerate(["sky", "grass", "sun", "snow", "night", "sea", "blood", "coal"])]
@@ -22,16 +23,23 @@ def two():
         yield s
 
 
+@pytest.mark.text
 def test_openai_client_chat_and_completion_streaming_and_not(two):
     url, _, banner = two
     assert "http://127.0.0.1:" in banner and "plan on" in banner  # binds this machine only; says its plan
     c = client(url)
+    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
+    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
+    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
+    c.completions.create(model="x", prompt="The capital of France is", max_tokens=8, temperature=0)
     done = c.completions.create(model="x", prompt="The capital of France is", max_tokens=8, temperature=0)
-    assert done.choices[0].text.strip() and done.choices[0].finish_reason == "length"
-    assert done.usage.completion_tokens == 8 and done.usage.prompt_tokens > 0
+    assert done.choices[0].text and done.usage.prompt_tokens > 0
+    assert (done.choices[0].finish_reason, done.usage.completion_tokens) == ("length", 8) or (
+        done.choices[0].finish_reason == "stop" and done.usage.completion_tokens < 8)  # an early end of text is the model's
     streamed = "".join(ch.choices[0].text for ch in c.completions.create(
         model="x", prompt="The capital of France is", max_tokens=8, temperature=0, stream=True))
     assert streamed == done.choices[0].text
+    c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Say hello."}], max_tokens=6, temperature=0)
     chat = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Say hello."}],
                                      max_tokens=6, temperature=0)
     assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason in ("stop", "length")
@@ -51,6 +59,7 @@ def _ask(url: str, prompt: str, logprobs: int | None = None):
 NEAR_TIE = 2.0  # nats between the top two candidates: llama.cpp's batch-split noise reaches ~1.5 (docs/run.md)
 
 
+@pytest.mark.text
 @pytest.mark.parametrize("threads", [2, 4])
 def test_eight_concurrent_clients_get_what_they_get_alone(threads):
     """Identical to the same request served alone, or, where batched arithmetic flips a near tie
@@ -72,8 +81,11 @@ def test_eight_concurrent_clients_get_what_they_get_alone(threads):
     assert re.search(r"^sentiric_requests_total 16", metrics, re.M)
 
 
+@pytest.mark.text
 def test_a_prompt_several_times_the_context_is_served_by_shifting(two):
     url, _, _ = two
+    # the answer copies the phrase the prompt ends on: every kernel family checked so far gives " banana" here
+    # (docs/cpu.md); a question after a document through the window is not that robust (test_run_cli.py says why)
     long_prompt = "The grass is green. The sky is blue. " * 400 + "The secret word is banana. The secret word is"
     r = client(url).completions.create(model="x", prompt=long_prompt, max_tokens=4, temperature=0)
     assert r.usage.prompt_tokens > 4 * 512
@@ -84,13 +96,14 @@ def test_a_prompt_several_times_the_context_is_served_by_shifting(two):
 
 def test_a_disconnecting_client_frees_its_slot(two):
     url, _, _ = two
-    with httpx.Client(timeout=30) as h, h.stream("POST", f"{url}/v1/completions",
+    with httpx.Client(timeout=WAIT) as h, h.stream("POST", f"{url}/v1/completions",
                                                  json={"prompt": "Once upon a time", "max_tokens": 2000,
                                                        "stream": True, "temperature": 0.8}) as r:
         for _ in r.iter_lines():
             if httpx.get(f"{url}/health").json()["slots"]["busy"] == 1:
                 break
-    for _ in range(50):
+    deadline = time.monotonic() + 60  # a step or two, even on a loaded machine; 2000 tokens take minutes
+    while time.monotonic() < deadline:
         if httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
             break
         time.sleep(0.1)
@@ -103,7 +116,7 @@ def test_flood_past_the_queue_gets_429_and_health_answers_throughout():
     with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_QUEUE_SIZE": "2"}) as (url, _, _):
         body = {"prompt": "Once upon a time", "max_tokens": 64, "temperature": 0.8}
         with cf.ThreadPoolExecutor(10) as pool:
-            futures = [pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=120) for _ in range(10)]
+            futures = [pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=WAIT) for _ in range(10)]
             health = []
             while not all(f.done() for f in futures):
                 t0 = time.perf_counter()
@@ -132,21 +145,21 @@ def test_keep_alive_requests_are_not_held_by_nagle(two):
 
 def test_queue_size_0_serves_on_a_free_slot_and_refuses_when_none_is():
     with server("--threads", "1", "--context", "256", env={"LLM_LLAMA_SERVICE_QUEUE_SIZE": "0"}) as (url, _, _):
-        idle = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
+        idle = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=WAIT)
         assert idle.status_code == 200, idle.text  # nothing waits, and nothing had to
         with cf.ThreadPoolExecutor(1) as pool:
-            busy = pool.submit(httpx.post, f"{url}/v1/completions", timeout=120,
+            busy = pool.submit(httpx.post, f"{url}/v1/completions", timeout=WAIT,
                                json={"prompt": "Once upon a time", "max_tokens": 300, "temperature": 0.8})
             while httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
                 time.sleep(0.05)
-            refused = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
+            refused = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=WAIT)
             assert busy.result().status_code == 200
         assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
 
 
 def test_bad_requests_get_their_4xx_and_the_server_keeps_serving(two):
     url, _, _ = two
-    post = lambda path, **kw: httpx.post(f"{url}{path}", timeout=30, **kw)  # noqa: E731
+    post = lambda path, **kw: httpx.post(f"{url}{path}", timeout=WAIT, **kw)  # noqa: E731
     cases = [
         (post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"}), 400),
         (post("/v1/completions", json={"prompt": 42}), 400),
@@ -189,7 +202,7 @@ def test_api_key_guards_every_route_but_health_and_models():
 
 
 def _stream_lines(url: str, body: dict) -> list[str]:
-    with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+    with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=WAIT) as r:
         return [line for line in r.iter_lines() if line]
 
 
@@ -201,13 +214,13 @@ def test_sigterm_drains_within_the_bound_closes_streams_and_answers_the_queue_50
             running = pool.submit(_stream_lines, url, long)
             while httpx.get(f"{url}/health").json()["slots"]["busy"] == 0:
                 time.sleep(0.05)
-            queued = [pool.submit(httpx.post, f"{url}/v1/completions", json=long, timeout=60),
-                      pool.submit(httpx.post, f"{url}/v1/completions", json={**long, "stream": True}, timeout=60)]
+            queued = [pool.submit(httpx.post, f"{url}/v1/completions", json=long, timeout=WAIT),
+                      pool.submit(httpx.post, f"{url}/v1/completions", json={**long, "stream": True}, timeout=WAIT)]
             while httpx.get(f"{url}/health").json()["queue"] < 2:
                 time.sleep(0.05)
             t0 = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=30)
+            code = proc.wait(timeout=WAIT)
             stopped = time.perf_counter() - t0
             lines = running.result()
             refused = [f.result() for f in queued]
@@ -219,6 +232,7 @@ def test_sigterm_drains_within_the_bound_closes_streams_and_answers_the_queue_50
         assert r.status_code == 503 and r.json()["error"]["code"] == 503 and "shutting down" in r.json()["error"]["message"]
 
 
+@pytest.mark.text
 def test_next_chat_turn_reuses_the_history_already_in_a_slot(two):
     url, _, _ = two
     c = client(url)
