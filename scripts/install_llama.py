@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,8 @@ def extra_cflags() -> tuple[str, str]:
     """(flags, why): what this CPU needs on top of -march=native."""
     if os.environ.get("SENTIRIC_NO_AMX") == "1":
         return NO_AMX, "SENTIRIC_NO_AMX=1"
+    if re.search(r"-DGGML_NATIVE(:BOOL)?=(OFF|0|FALSE|NO)\b", os.environ.get("CMAKE_ARGS", ""), re.IGNORECASE):
+        return "", "not a -march=native build: AMX only where CMAKE_ARGS turns it on"  # e.g. make test-v3
     crashed = _amx_verdicts().get(_cpu_id())
     if isinstance(crashed, dict):
         return NO_AMX, f"llama.cpp's AMX kernels crashed on this CPU in an earlier install ({crashed.get('crash', '?')})"

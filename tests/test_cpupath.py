@@ -180,3 +180,5 @@ def test_the_install_sees_amx_kernels_that_crash_where_the_tile_instruction_runs
     assert _install_llama("--cflags", env=env) == "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     assert _install_llama("--key", env=env) != before  # another wheel: the one without AMX
     assert _install_llama("--cflags", env={**env, "SENTIRIC_CACHE_DIR": str(tmp_path / "other")}) == flags_before
+    v3 = {**env, "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON"}  # no -march=native: nothing to compile out
+    assert _install_llama("--cflags", env=v3) == ""
