@@ -170,6 +170,7 @@ def test_the_install_sees_amx_kernels_that_crash_where_the_tile_instruction_runs
     assert asked == [True]  # with the extra buffers, where the AMX kernels are
     assert cpupath.amx_buffers_crash(lambda extra: child(OK_AMX)) is None
     assert cpupath.amx_buffers_crash(lambda extra: child(SIGSEGV_REPACK)) is None  # not AMX: building without it won't help
+    assert cpupath.amx_buffers_crash(lambda extra: ProbeRun(124, "buffers:AMX,CPU_Mapped\n", "no answer")) is None  # a timeout
 
     env = {"CMAKE_ARGS": "", "CFLAGS": "", "CXXFLAGS": "", "SENTIRIC_NO_AMX": "0", "SENTIRIC_CACHE_DIR": str(tmp_path)}
     before, flags_before = _install_llama("--key", env=env), _install_llama("--cflags", env=env)
