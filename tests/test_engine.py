@@ -179,11 +179,11 @@ def test_sequences_shifting_at_different_moments_do_not_disturb_each_other(bundl
     is what makes the flip a near tie and not a disturbance.
 
     The noise: the same sequence alone, computed in 64-token ubatches instead of 512 (same shifts), pooled over the
-    three sequences. Measured as the KL divergence of the next-token distributions, which what a sampler sees
-    dominates; the largest log-probability gap over every token with log p > -20 was dominated by the tail, and
-    on an AVX-512 build one token's gap reached 1.6x the noise's largest (issue 22). Noise per token is heavy-
-    tailed (up to 1.7x the largest of the baseline's 24 here), hence the 10x headroom; a sequence whose cache
-    another one's shift disturbed reads other text, which shows as a divergence of order 1, not 0.01."""
+    three sequences. Measured as the KL divergence of the next-token distributions, which the probable tokens
+    (what a sampler sees) dominate. The largest log-probability gap over every token with log p > -20, the old
+    measure, is set by the tail: on an AVX-512 build one token's gap reached 1.6x the noise's largest (issue 22).
+    Noise per token is heavy-tailed (one token 1.7x the baseline's largest, there), hence the 10x headroom; a
+    sequence whose cache another one's shift disturbed reads other text: a divergence of order 1, not 0.01."""
     def requests(m: Model) -> list[Request]:
         reqs = [_passkey_request(m, 0.8, n)[0] for n in (700, 1100, 1500)]  # shifts come at different steps
         for r in reqs:
