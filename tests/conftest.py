@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -55,7 +56,6 @@ def seed_gguf(tmp_path_factory) -> Path:
     return write_gemma3_4b_header(tmp_path_factory.mktemp("seed") / "gemma-3-4b-it-Q4_K_M.gguf")
 
 
-
 def pytest_terminal_summary(terminalreporter):
     """Say which llama.cpp build ran the tests: CI runs the tests that assert model text against two kernel
     families (the native build and an x86-64-v3 one: `make test-v3`, docs/cpu.md), and its log shows which."""
@@ -73,8 +73,6 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def _json(file: Path) -> dict:
-    import json
-
     try:
         data = json.loads(file.read_text())
     except (OSError, ValueError):

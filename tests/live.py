@@ -60,3 +60,11 @@ def client(url: str, key: str = "none") -> OpenAI:
     return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=WAIT)
 
 
+def after_a_first_read(create, *args, **kw):
+    """create(*args, **kw) answered from a prompt the server has just read, for answers that are compared.
+
+    A prompt already read is reused: only its last token is read again, in a 1-row step whose kernels differ in the
+    last bits from the whole prompt's, and on some CPUs that flips a near tie (issue 22: "Say hi." against "Say
+    hello."). So a first request reads the prompt, its answer is not compared, and every compared one reuses it."""
+    create(*args, **kw)
+    return create(*args, **kw)

@@ -16,7 +16,7 @@ import re
 
 import httpx
 import pytest
-from live import client, server
+from live import after_a_first_read, client, server
 from waits import WAIT
 
 KEY = "sk-this-is-the-secret-key"
@@ -182,13 +182,8 @@ def test_completion_with_openai_library(url):
 
 @pytest.mark.text
 def test_completion_stream_with_openai_library(url):
-    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
-    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
-    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
-    client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8,
-                                   temperature=0)
-    done = client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8,
-                                          temperature=0)
+    done = after_a_first_read(client(url).completions.create, model="davinci-002",
+                              prompt="I believe the meaning of life is", max_tokens=8, temperature=0)
     res = client(url).completions.create(model="davinci-002", prompt="I believe the meaning of life is", max_tokens=8,
                                          temperature=0, stream=True)
     text = "".join(d.choices[0].text for d in res if d.choices[0].finish_reason is None)
@@ -198,11 +193,8 @@ def test_completion_stream_with_openai_library(url):
 @pytest.mark.text
 def test_consistent_result_same_seed(url):
     ask = {"prompt": "I believe the meaning of life is", "seed": 42, "temperature": 0.8, "max_tokens": 8}
-    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
-    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
-    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
-    post(url, "/v1/completions", ask)
-    outs = {post(url, "/v1/completions", ask).json()["choices"][0]["text"] for _ in range(3)}
+    first = after_a_first_read(post, url, "/v1/completions", ask)  # every compared answer from a reused prompt
+    outs = {r.json()["choices"][0]["text"] for r in (first, *(post(url, "/v1/completions", ask) for _ in range(2)))}
     assert len(outs) == 1
 
 

@@ -10,7 +10,7 @@ import re
 
 import httpx
 import pytest
-from live import client, server
+from live import after_a_first_read, client, server
 from pydantic import BaseModel, Field
 from waits import WAIT
 
@@ -40,11 +40,7 @@ def _metric(url: str, name: str) -> float:
 @pytest.mark.text
 def test_content_parts_and_an_agent_loop_turn_are_accepted(hermes):
     c = client(hermes)
-    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
-    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
-    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
-    c.chat.completions.create(model="m", max_tokens=4, temperature=0, messages=[{"role": "user", "content": "Say hello."}])
-    parts = c.chat.completions.create(model="m", max_tokens=4, temperature=0, messages=[
+    parts = after_a_first_read(c.chat.completions.create, model="m", max_tokens=4, temperature=0, messages=[
         {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}])
     whole = c.chat.completions.create(model="m", max_tokens=4, temperature=0,
                                       messages=[{"role": "user", "content": "Say hello."}])
@@ -111,11 +107,7 @@ def test_chat_logprobs_streamed_and_not(hermes):
     c = client(hermes)
     ask = dict(model="m", messages=[{"role": "user", "content": "Write a poem about the sea."}], max_tokens=6,
                temperature=0, logprobs=True, top_logprobs=3)
-    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
-    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
-    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
-    c.chat.completions.create(**ask)
-    done = c.chat.completions.create(**ask)
+    done = after_a_first_read(c.chat.completions.create, **ask)
     content = done.choices[0].logprobs.content
     assert content and "".join(t.token for t in content).startswith(done.choices[0].message.content)
     for tok in content:
@@ -131,11 +123,7 @@ def test_chat_logprobs_streamed_and_not(hermes):
 def test_n_answers_share_one_read_of_the_prompt(hermes):
     c = client(hermes)
     long = [{"role": "user", "content": "Tell me about the sea. " * 40}]
-    # a prompt the server has just read is reused: only its last token is read again, in a 1-row step whose kernels
-    # differ in the last bits from the whole prompt's; on some CPUs that flips a near tie (issue 22). So the answers
-    # compared here all come from a reused prompt: a first request reads it, and its answer is not compared
-    c.chat.completions.create(model="m", messages=long, max_tokens=8, temperature=0)
-    one = c.chat.completions.create(model="m", messages=long, max_tokens=8, temperature=0)
+    one = after_a_first_read(c.chat.completions.create, model="m", messages=long, max_tokens=8, temperature=0)
     copied = _metric(hermes, "reused_tokens")
     two = c.chat.completions.create(model="m", messages=long, max_tokens=8, temperature=0, n=2)
     assert [ch.index for ch in two.choices] == [0, 1]
