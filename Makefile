@@ -39,20 +39,24 @@ test-v3:
 	CMAKE_ARGS="$(V3_CMAKE_ARGS)" $(MAKE) install VENV=$(V3_VENV) && \
 	$(V3_VENV)/bin/python -m pytest -q -m text
 
+# each script appends its run to bench/results/NAME.jsonl (every run kept); report.py then writes docs/benchmarks.md
+# anew from the newest of each (bench/report.py); the narrative of earlier runs is docs/benchmarks-history.md
 bench: install
-	$(BIN)/python bench/plan_bench.py --out docs/benchmarks.md
-	$(BIN)/python bench/gpu_plan_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/run_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/longdoc_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/serve_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/soak_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/overhead_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/slot_steps.py --append docs/benchmarks.md
-	$(BIN)/python bench/padding_bench.py --append docs/benchmarks.md
-	$(BIN)/python bench/sampling_bench.py --append docs/benchmarks.md
+	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/gpu_plan_bench.py
+	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/longdoc_bench.py
+	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/soak_bench.py
+	$(BIN)/python bench/overhead_bench.py
+	$(BIN)/python bench/slot_steps.py
+	$(BIN)/python bench/padding_bench.py
+	$(BIN)/python bench/sampling_bench.py
+	$(BIN)/python bench/report.py
 
 lint: install
 	$(BIN)/ruff check sentiric_cli tests bench docs scripts
+	$(BIN)/mypy sentiric_cli
 
 docs: install
 	$(BIN)/python docs/gen_settings.py

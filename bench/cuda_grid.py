@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cuda_logs import MISTRAL_7B_V02, QWEN25_3B, write_header  # noqa: E402
-from seed_model import write_gemma3_4b_header  # noqa: E402
+from cuda_logs import MISTRAL_7B_V02, QWEN25_3B, write_header
+from seed_model import write_gemma3_4b_header
 
-from sentiric_cli.plan.device import Device, parse_size  # noqa: E402
-from sentiric_cli.plan.measure import compare, measure  # noqa: E402
-from sentiric_cli.plan.modelinfo import model_info  # noqa: E402
-from sentiric_cli.plan.planner import make_plan  # noqa: E402
-from sentiric_cli.plan.shards import read_model  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
+from sentiric_cli.plan.device import Device, parse_size
+from sentiric_cli.plan.measure import compare, measure
+from sentiric_cli.plan.planner import make_plan
+from sentiric_cli.settings import Settings
 
 
 def main() -> int:

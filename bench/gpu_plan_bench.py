@@ -17,18 +17,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import COMPUTE_TOL, DEFAULT_TOL  # noqa: E402
-from cuda_logs import LOGS, plan_log, settings_text, write_header  # noqa: E402
-from plan_bench import write_llama70b_header  # noqa: E402
-from synth import ARCHS, write_model  # noqa: E402
+from accuracy import COMPUTE_TOL, DEFAULT_TOL
+from cuda_logs import LOGS, plan_log, settings_text, write_header
+from plan_bench import write_llama70b_header
+from report import record
+from synth import ARCHS, write_model
 
-from sentiric_cli.plan.device import Device  # noqa: E402
-from sentiric_cli.plan.measure import measure  # noqa: E402
-from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache  # noqa: E402
-from sentiric_cli.plan.modelinfo import model_info  # noqa: E402
-from sentiric_cli.plan.planner import make_plan  # noqa: E402
-from sentiric_cli.plan.shards import read_model  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.measure import measure
+from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache
+from sentiric_cli.plan.planner import make_plan
+from sentiric_cli.settings import Settings
 
 GPU = Device("vram", "24 GiB", 24 * 1024**3, 24 * 1024**3)
 
@@ -86,8 +87,7 @@ def timing(tmp: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", default="docs/benchmarks.md")
-    args = ap.parse_args()
+    ap.parse_args()  # --help
     tmp = Path(tempfile.mkdtemp(prefix="sentiric-gpu-bench-"))
     lines = ["", "## GPU plans (issue 12)", "",
              f"`bench/gpu_plan_bench.py` on {platform.machine()}, Python {platform.python_version()}. No GPU was "
@@ -99,9 +99,7 @@ def main() -> None:
              *dry_run_rows(tmp), "",
              "### Planning llama-3-70B shapes (Q4_K) on one and two GPUs", "",
              *timing(tmp), ""]
-    with open(args.append, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    print(f"appended to {args.append}")
+    record("gpu_plan", "\n".join(lines).strip())
 
 
 if __name__ == "__main__":

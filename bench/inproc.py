@@ -7,8 +7,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from sentiric_cli.engine import Engine, Record, Request
-from sentiric_cli.scheduler import Scheduler
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sampling import SamplingParams
+from sentiric_cli.engine.types import Record, Request
+from sentiric_cli.serve.scheduler import Scheduler
 from sentiric_cli.settings import Settings
 
 
@@ -25,7 +27,7 @@ def serve_clients(engine: Engine, settings: Settings, clients: int, per_client: 
         nonlocal generated
         for k in range(per_client):
             head = [engine.model.bos] + engine.model.tokenize(f"Chapter {i + k}. The old lighthouse keeper climbed")
-            job = sched.submit(Request.from_settings(settings, head, max_tokens=max_tokens, temperature=0.0),
+            job = sched.submit(Request.from_settings(settings, head, max_tokens=max_tokens, sampling=SamplingParams()),
                                stream=False)
             while (ev := await job.events.get()) is not None:
                 if isinstance(ev, Record):

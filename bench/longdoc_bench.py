@@ -18,14 +18,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from needles import QUESTION, document, sentences_for  # noqa: E402
+from needles import QUESTION, document, sentences_for
+from report import record
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.cpupath import cpu_info, cpu_path  # noqa: E402
-from sentiric_cli.engine import Engine, Request  # noqa: E402
-from sentiric_cli.longdoc import LongRecord, answer  # noqa: E402
-from sentiric_cli.prompt import INSTRUCTION  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.cpupath import cpu_info, cpu_path
+from sentiric_cli.engine.prompt import INSTRUCTION
+from sentiric_cli.engine.types import Request
+from sentiric_cli.longdoc import LongRecord, answer
+from sentiric_cli.settings import Settings
 
 WINDOW = 1024
 LENGTHS = (2, 7, 16)
@@ -78,7 +80,8 @@ RSS = r"""
 import resource, sys
 sys.path.insert(0, sys.argv[3])
 from needles import filler
-from sentiric_cli.engine import Engine, Request
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.types import Request
 from sentiric_cli.longdoc import LongRecord, answer
 from sentiric_cli.settings import Settings
 times = int(sys.argv[1])
@@ -105,8 +108,7 @@ def summary_rss(times: int) -> tuple[int, int, bool, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", default="docs/benchmarks.md")
-    args = ap.parse_args()
+    ap.parse_args()  # --help
     rows = grid()
     times = timing()
     rss = [(t, *summary_rss(t)) for t in (4, 16)]
@@ -142,9 +144,7 @@ def main() -> None:
     for t, kib, chunks, found, secs in rss:
         lines.append(f"| {t}x the window | {chunks} | {kib / 1024:,.0f} MiB | {secs:.1f} s | {'yes' if found else 'no'} |")
     lines += ["", f"16x / 4x peak RSS: {rss[1][1] / rss[0][1]:.3f}.", ""]
-    with open(args.append, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"appended to {args.append}")
+    record("longdoc", "\n".join(lines).strip())
 
 
 if __name__ == "__main__":

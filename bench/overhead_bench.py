@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import LLAMA_SERVER, free_port, run_clients  # noqa: E402
-from synth import write_model  # noqa: E402
+from report import record
+from serve_bench import LLAMA_SERVER, free_port, run_clients
+from synth import write_model
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.cpupath import cpu_info, cpu_path  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.engine.cpupath import cpu_info, cpu_path
 
 SLOTS = 8
 # another llama-server binary (bench/gpu_run.sh: a CUDA build made on the GPU machine); then nothing is built here
@@ -51,6 +52,17 @@ def start(kind: str, model: Path, ctx: int, extra: list[str] = ()) -> tuple[subp
                             "-c", str(ctx * SLOTS), "-t", str(os.cpu_count() or 1), "--threads-http", "32", "--log-disable",
                             *no_repack, *EXTRA["llama-server"]]}[kind]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    return ready(proc, port, kind)
+
+
+def stop(servers: dict[str, tuple[subprocess.Popen, str]]) -> None:
+    for proc, _ in servers.values():
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def ready(proc: subprocess.Popen, port: int, what: str) -> tuple[subprocess.Popen, str]:
+    """The server's process and URL once it answers /v1/models (a minute at most)."""
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -59,7 +71,7 @@ def start(kind: str, model: Path, ctx: int, extra: list[str] = ()) -> tuple[subp
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"{kind} did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 def one(http: httpx.Client, url: str, prompt: str, max_tokens: int, stream: bool) -> tuple[float, int]:
@@ -146,9 +158,7 @@ def contention(repeats: int) -> str:
     finally:
         for h in hogs:
             h.kill()
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(timeout=60)
+        stop(servers)
     rows = []
     for phase in ("quiet", "2 busy processes"):
         s, ls = res[(phase, "sentiric")], res[(phase, "llama-server")]
@@ -166,7 +176,6 @@ def spread(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ttft-only", action="store_true", help="only the time-to-first-token part")
     ap.add_argument("--contention-only", action="store_true",
@@ -181,7 +190,7 @@ def main() -> None:
     ap.add_argument("--sentiric-args", default="", help="more `sentiric serve` arguments")
     a = ap.parse_args()
     if a.contention_only:
-        return publish(contention(a.repeats), a.append)
+        return publish("overhead_contention", contention(a.repeats))
     EXTRA["sentiric"], EXTRA["llama-server"] = a.sentiric_args.split(), a.server_args.split()
     if not os.environ.get("LLAMA_SERVER"):
         subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
@@ -201,6 +210,7 @@ def main() -> None:
         if a.clients:
             grids = [(g[0], g[1], tuple(int(c) for c in a.clients.split(",")), g[3], g[4]) for g in grids]
     rows: list[str] = []
+    cells: dict[str, dict] = {}  # "micro whole 8" -> each server's tokens/s per repeat, the ratio's median (report.py)
     for name, model, clients, max_tokens, per_client in ([] if a.ttft_only else grids):
         servers = {k: start(k, model, 512) for k in ("sentiric", "llama-server")}
         try:
@@ -214,14 +224,14 @@ def main() -> None:
                             res.setdefault((stream, c, kind), []).append(r)
                             print(name, rep, stream, c, kind, round(r["tok_s"]), flush=True)
         finally:
-            for proc, _ in servers.values():
-                proc.terminate()
-                proc.wait(timeout=60)
+            stop(servers)
         for stream in (False, True):
             for c in clients:
                 s = [r["tok_s"] for r in res[(stream, c, "sentiric")]]
                 ls = [r["tok_s"] for r in res[(stream, c, "llama-server")]]
                 ratios = [x / y for x, y in zip(s, ls, strict=True)]
+                cells[f"{name} {'stream' if stream else 'whole'} {c}"] = {
+                    "sentiric": s, "llama-server": ls, "ratio": statistics.median(ratios)}
                 p = {(k, key): statistics.median(r[key] for r in res[(stream, c, k)])
                      for k in ("sentiric", "llama-server") for key in ("p50", "p95")}
                 rows.append(f"| {name} | {'stream' if stream else 'whole'} | {c} | {spread(s)} | {spread(ls)} | "
@@ -242,9 +252,7 @@ def main() -> None:
                 fresh = f"Log {rep}. {long_prompt}"  # a new start each time: neither server may reuse a cached prefix
                 tt.setdefault(kind, []).append(ttft(servers[kind][1], fresh))
     finally:
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(timeout=60)
+        stop(servers)
     for kind, rs in tt.items():
         ts, gs = [r["ttft"] for r in rs], [r["max_gap"] for r in rs]
         t_rows.append(f"| {kind} | {statistics.median(ts):.2f} ({min(ts):.2f}-{max(ts):.2f}) s | "
@@ -266,14 +274,11 @@ def main() -> None:
         f"Time to first token of a ~2k-token prompt ({ttft_model.name}, slots of 2560) while 3 other requests stream, and "
         "the longest gap between those requests' tokens meanwhile:", "",
         "| server | time to first token | longest gap in the other streams |", "|---|---:|---:|", *t_rows, ""])])
-    publish(text, a.append)
+    publish("overhead", text, {"cells": cells})
 
 
-def publish(text: str, append: Path | None) -> None:
-    print(text)
-    if append:
-        with open(append, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+def publish(name: str, text: str, data: object = None) -> None:
+    record(name, text, data)
 
 
 if __name__ == "__main__":

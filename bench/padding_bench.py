@@ -1,4 +1,4 @@
-"""Padded decode steps (sentiric_cli/padding.py): what a step costs by row count, and serving with and without.
+"""Padded decode steps (sentiric_cli/engine/padding.py): what a step costs by row count, and serving with and without.
 
 1. The start-up measurement on the bundled model: median decode step by row count (one row per sequence).
 2. The scheduler in-process (no HTTP: the step is what is measured), 5, 6 and 7 clients each sending 3
@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from inproc import serve_clients  # noqa: E402
+from inproc import serve_clients
+from report import record
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.cpupath import cpu_info  # noqa: E402
-from sentiric_cli.engine import Engine  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.cpupath import cpu_info
+from sentiric_cli.settings import Settings
 
 SLOTS = 8
 
@@ -60,7 +61,6 @@ def spread(xs: list[float], scale: float = 1.0, fmt: str = "{:.2f}") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     with Engine(Settings(context_size=512, threads=SLOTS), bundled_model()) as e:
@@ -98,11 +98,7 @@ def main() -> None:
                    f"{cell(steps[True])} | {cell(steps[False])} |")
     out += ["", "Rows counted with the padding; (n) = steps seen. A row count is padded only where the start-up "
             "measurement says so and the live step times agree (padding.py)."]
-    text = "\n".join(out) + "\n"
-    print(text)
-    if a.append:
-        with open(a.append, "a", encoding="utf-8") as f:
-            f.write(text)
+    record("padding", "\n".join(out).strip(), {str(k): v for k, v in walls.items()})
 
 
 if __name__ == "__main__":

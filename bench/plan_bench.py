@@ -15,20 +15,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import gguf  # noqa: E402
-import llama_cpp  # noqa: E402
-import numpy as np  # noqa: E402
-from accuracy import COMPUTE_TOL, DEFAULT_TOL, compare, shapes_for_synth  # noqa: E402
-from seed_model import write_gemma3_4b_header  # noqa: E402
-from synth import ARCHS, write_model  # noqa: E402
+import gguf
+import llama_cpp
+import numpy as np
+from accuracy import COMPUTE_TOL, DEFAULT_TOL, compare, shapes_for_synth
+from report import record
+from seed_model import write_gemma3_4b_header
+from synth import ARCHS, write_model
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.plan.device import Device  # noqa: E402
-from sentiric_cli.plan.gguf_header import read_header  # noqa: E402
-from sentiric_cli.plan.memory import MiB  # noqa: E402
-from sentiric_cli.plan.modelinfo import model_info  # noqa: E402
-from sentiric_cli.plan.planner import make_plan  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.gguf.header import read_header
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.memory import MiB
+from sentiric_cli.plan.planner import make_plan
+from sentiric_cli.settings import Settings
 
 
 def write_llama70b_header(path: Path) -> Path:
@@ -78,8 +79,7 @@ def plan_seconds(path: Path, repeats: int = 5) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="docs/benchmarks.md")
-    args = ap.parse_args()
+    ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sentiric-bench-"))
     sets = [("gemma-3-270m Q4_K_M (bundled)", compare(bundled_model(), "gemma-3-270m"))]
     for arch in ARCHS:
@@ -90,11 +90,8 @@ def main() -> None:
     seed = write_gemma3_4b_header(tmp / "gemma-3-4b-it-Q4_K_M.gguf")
     seed_s, _ = plan_seconds(seed)
 
-    lines = ["# Benchmarks", "",
-             f"Produced by `make bench` (`bench/plan_bench.py`) on {platform.machine()}, Python "
-             f"{platform.python_version()}, llama-cpp-python {llama_cpp.__version__} (CPU).", "",
-             "## Plan accuracy against llama.cpp", "",
-             "Every row creates a real llama.cpp context with the planned settings and reads llama.cpp's own "
+    lines = [f"{platform.machine()}, Python {platform.python_version()}, llama-cpp-python {llama_cpp.__version__} "
+             "(CPU). Every row creates a real llama.cpp context with the planned settings and reads llama.cpp's own "
              "buffer reports (KV: the `KV buffer size` lines, 2 decimals in MiB; compute: the 4-decimal "
              "`compute buffer size is` line; weights: `llama_model_size()` and the mapped model buffer, repack "
              "buffer off). Synthetic models: 256 wide, 8 heads, 2 KV heads, 8192-token vocabulary.", "",
@@ -115,14 +112,15 @@ def main() -> None:
             lines.append(f"| {name} | {r.label} | {' + '.join(r.kv_pred)} | {' + '.join(r.kv_meas)} | "
                          f"{r.compute_pred:.3f} | {r.compute_meas:.3f} | {r.compute_err:+.2%} |")
     size_gib = sum(t.n_bytes for t in read_header(big).tensors) / 1024**3
-    lines += ["", "## Time to plan", "",
-              "Header read + model facts + the full options table and recommendation, median of 5 runs:", "",
+    record("plan", "\n".join(lines), [{"model": name, "rows": [r.__dict__ for r in rows]} for name, rows in sets],
+           title="Plan accuracy against llama.cpp")
+    lines = ["Header read + model facts + the full options table and recommendation, median of 5 runs:", "",
               "| header | weights | options | time |", "|---|---:|---:|---:|",
               f"| llama-3-70B shapes, Q4_K, 128k vocabulary | {size_gib:.1f} GiB | {n_options} | {seconds * 1000:.0f} ms |",
               f"| gemma-3-4b-it Q4_K_M (seed scenario), 262k vocabulary | "
-              f"{sum(t.n_bytes for t in read_header(seed).tensors) / MiB:,.0f} MiB | | {seed_s * 1000:.0f} ms |", ""]
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+              f"{sum(t.n_bytes for t in read_header(seed).tensors) / MiB:,.0f} MiB | | {seed_s * 1000:.0f} ms |"]
+    record("plan_time", "\n".join(lines), {"llama70b_s": seconds, "options": n_options, "gemma3_4b_s": seed_s},
+           title="Time to plan")
 
 
 if __name__ == "__main__":

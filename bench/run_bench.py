@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 from llama_cpp import Llama
+from report import record
 
 from sentiric_cli.bundled import bundled_model
-from sentiric_cli.cpupath import cpu_info, cpu_path
-from sentiric_cli.engine import Engine, Record, Request
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.cpupath import cpu_info, cpu_path
+from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 
 TEXTS = [Path("/usr/share/common-licenses/GPL-3"), Path(sys.prefix) / "LICENSE.txt"]
@@ -67,7 +69,8 @@ def throughput(path: Path, tokens: list[int]) -> tuple[Record, float, int]:
 
 RSS_SCRIPT = r"""
 import sys
-from sentiric_cli.engine import Engine, Record, Request
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 times, window, text = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 with Engine(Settings(context_size=window, swa_full=True), sys.argv[4]) as e:
@@ -102,8 +105,7 @@ def perplexities(path: Path, text: str, n: int = 6000, window: int = 512) -> lis
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", default="docs/benchmarks.md")
-    args = ap.parse_args()
+    ap.parse_args()  # --help
     model = bundled_model()
     text_path = next(p for p in TEXTS if p.is_file())
     text = real_text()
@@ -143,9 +145,7 @@ def main() -> None:
         "perplexity rises sharply; four tokens recover most of it, the whole head a little more. The "
         "remaining gap to the full context is the cost of forgetting: the window holds 512 tokens.", "",
     ]
-    with open(args.append, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"appended to {args.append}")
+    record("run", "\n".join(lines).strip())
 
 
 if __name__ == "__main__":

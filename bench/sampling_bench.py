@@ -1,4 +1,4 @@
-"""Greedy tokens without the sampler chain (sentiric_cli/sampling.py): what choosing a token costs, and serving.
+"""Greedy tokens without the sampler chain (sentiric_cli/engine/sampling.py): what choosing a token costs, and serving.
 
 1. Per token, on the bundled model (262k-token vocabulary): llama.cpp's greedy chain and its default sampled chain
    (top-k 40, top-p, min-p, temperature) through llama_sampler_sample, against numpy's argmax of the logits row,
@@ -27,13 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from inproc import serve_clients  # noqa: E402
+from inproc import serve_clients
+from report import record
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.cpupath import cpu_info  # noqa: E402
-from sentiric_cli.engine import Engine, Request  # noqa: E402
-from sentiric_cli.sampling import Sampler  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.cpupath import cpu_info
+from sentiric_cli.engine.sampling import Sampler, SamplingParams
+from sentiric_cli.settings import Settings
 
 SLOTS = 8
 _init = Sampler.__init__
@@ -60,7 +61,7 @@ def per_token(n: int = 300) -> list[tuple[str, float]]:
         rows = sorted(b.outputs)
         out = []
         for name, temp in (("llama.cpp greedy chain", 0.0), ("llama.cpp sampled chain (top-k 40, temperature 0.8)", 0.8)):
-            sm = Sampler(Request(head=[], temperature=temp), m)
+            sm = Sampler(SamplingParams(temperature=temp), m)
             out.append((name, _median_us(lambda sm=sm: C.llama_sampler_sample(sm.chain, e.ctx.handle, rows[0]), n)))
             sm.close()
         out.append(("numpy argmax, one row", _median_us(lambda: int(e.ctx._logits(rows[0]).argmax()), n)))
@@ -100,7 +101,6 @@ def spread(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     cpu = cpu_info()[0] or platform.processor()
@@ -122,11 +122,7 @@ def main() -> None:
         ratios = [g / c for g, c in zip(rates[True], rates[False], strict=True)]
         out.append(f"| {clients} | {spread(rates[True])} | {spread(rates[False])} | "
                    f"**{statistics.median(ratios):.3f}** ({min(ratios):.3f}-{max(ratios):.3f}) |")
-    text = "\n".join(out) + "\n"
-    print(text)
-    if a.append:
-        with open(a.append, "a", encoding="utf-8") as f:
-            f.write(text)
+    record("sampling", "\n".join(out).strip())
 
 
 if __name__ == "__main__":

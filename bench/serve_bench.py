@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 import httpx
+from report import record
 
 from sentiric_cli.bundled import bundled_model
-from sentiric_cli.cpupath import cpu_info, cpu_path
+from sentiric_cli.engine.cpupath import cpu_info, cpu_path
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_SERVER = ROOT / "build" / "llama-server" / "bin" / "llama-server"
@@ -89,8 +90,7 @@ def load(url: str, clients: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", default="docs/benchmarks.md")
-    args = ap.parse_args()
+    ap.parse_args()  # --help
     # builds once, and again only when this CPU needs other flags than the existing build had
     subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")], check=True)
     cpu = cpu_path()
@@ -124,10 +124,7 @@ def main() -> None:
         s = results["sentiric"][c]["tok_s"]
         lines.append(f"| {c} | {s / results['llama-cpp-python'][c]['tok_s']:.2f} | "
                      f"{s / results['llama-server'][c]['tok_s']:.2f} |")
-    lines.append("")
-    with open(args.append, "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"appended to {args.append}")
+    record("serve", "\n".join(lines).strip(), results)
 
 
 if __name__ == "__main__":

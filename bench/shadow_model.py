@@ -15,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from cuda_logs import MISTRAL_7B_V02, QWEN3_06B, QWEN25_3B, write_header  # noqa: E402
+from cuda_logs import MISTRAL_7B_V02, QWEN3_06B, QWEN25_3B, write_header
 
-from sentiric_cli.plan.gguf_header import read_header  # noqa: E402
+from sentiric_cli.gguf.header import read_header
 
 SHAPES = {"mistral-7b": MISTRAL_7B_V02, "qwen2.5-3b": QWEN25_3B, "qwen3-0.6b": QWEN3_06B}
 

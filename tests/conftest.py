@@ -64,7 +64,7 @@ def pytest_terminal_summary(terminalreporter):
     except ImportError:
         return
     stamp = _json(Path(sys.prefix) / "sentiric-llama-build.json")
-    from sentiric_cli.cpupath import cache_dir, cache_key
+    from sentiric_cli.engine.cpupath import cache_dir, cache_key
 
     path = _json(cache_dir() / "cpu-path.json").get(cache_key(), {}).get("path", "not probed")
     terminalreporter.write_line(f"llama.cpp build: CMAKE_ARGS={stamp.get('CMAKE_ARGS', '?')!r}, "

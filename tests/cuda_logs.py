@@ -172,10 +172,10 @@ def write_header(path: str | Path, s: Shape, byte_vocab: bool = False) -> Path:
 
 def plan_log(log: Log, path: str | Path):
     """The plan's breakdown for a log's settings, on `--vram` GPUs with the free memory it reports."""
+    from sentiric_cli.gguf.modelinfo import model_info
+    from sentiric_cli.gguf.shards import read_model
     from sentiric_cli.plan.device import Device
     from sentiric_cli.plan.memory import MiB, Shape
-    from sentiric_cli.plan.modelinfo import model_info
-    from sentiric_cli.plan.shards import read_model
     from sentiric_cli.plan.usage import breakdown
 
     header = read_model(path)

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from llama_cpp import llama_cpp as C
 
-from sentiric_cli.llama import tap_log
+from sentiric_cli.engine.bindings import tap_log
 from sentiric_cli.plan.memory import Shape
 
 MiB = 1024 * 1024
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "q8_0": C.GGML_TYPE_Q8_0, "q4_0": C.GGML_TYPE_Q4_0}
 _log: list[str] = []
-tap_log(_log)  # llama.cpp has one log callback, owned by sentiric_cli.llama
+tap_log(_log)  # llama.cpp has one log callback, owned by sentiric_cli.engine.bindings
 
 
 @dataclass

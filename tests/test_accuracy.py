@@ -6,8 +6,8 @@ import pytest
 from accuracy import COMPUTE_TOL, DEFAULT_TOL, compare, shapes_for_synth
 from synth import ARCHS
 
-from sentiric_cli.plan.gguf_header import read_header
-from sentiric_cli.plan.modelinfo import model_info
+from sentiric_cli.gguf.header import read_header
+from sentiric_cli.gguf.modelinfo import model_info
 
 ALIGN = 32  # GGUF default alignment between tensors in the file (and so in the mapped buffer)
 

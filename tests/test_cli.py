@@ -15,9 +15,9 @@ from clirun import _env, assert_user_error, run
 from synth import write_model
 from waits import WAIT
 
+from sentiric_cli.gguf.header import read_header
+from sentiric_cli.gguf.modelinfo import model_info
 from sentiric_cli.plan.device import Device
-from sentiric_cli.plan.gguf_header import read_header
-from sentiric_cli.plan.modelinfo import model_info
 from sentiric_cli.plan.planner import make_plan
 from sentiric_cli.settings import FIELDS, load_settings
 

@@ -16,8 +16,8 @@ import pytest
 from test_cli import assert_user_error
 from waits import WAIT
 
-from sentiric_cli import cpupath
-from sentiric_cli.cpupath import CpuPath, ProbeRun, cpu_path, decide, require_runnable
+from sentiric_cli.engine import cpupath
+from sentiric_cli.engine.cpupath import CpuPath, ProbeRun, cpu_path, decide, require_runnable
 from sentiric_cli.errors import SentiricError
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

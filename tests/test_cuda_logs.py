@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from cuda_logs import LOGS, plan_log, write_header
 
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.memory import MiB, Shape
-from sentiric_cli.plan.modelinfo import model_info
-from sentiric_cli.plan.shards import read_model
 from sentiric_cli.plan.usage import breakdown
 
 GPU = Device("vram", "a 24 GiB GPU", 24 * 1024**3, 24 * 1024**3)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sentiric_cli.doctokens import _splits_cleanly, tokenize_document
-from sentiric_cli.llama import Model
+from sentiric_cli.engine.bindings import Model
+from sentiric_cli.engine.doctokens import _splits_cleanly, tokenize_document
+from sentiric_cli.engine.prompt import byte_offsets
 from sentiric_cli.longdoc import split
-from sentiric_cli.prompt import byte_offsets
 from sentiric_cli.settings import Settings
 
 GPL = Path("/usr/share/common-licenses/GPL-3")

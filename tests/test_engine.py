@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentiric_cli.engine import Engine, Piece, Record, Request, Sequence, log_softmax
-from sentiric_cli.llama import Batch, Context, Model
+from sentiric_cli.engine.bindings import Batch, Context, Model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.logprobs import log_softmax
+from sentiric_cli.engine.sampling import SamplingParams
+from sentiric_cli.engine.sequence import Sequence
+from sentiric_cli.engine.types import Piece, Record, Request
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
@@ -220,7 +224,7 @@ def _kl(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_prompt_read_beside_generating_requests_goes_a_ubatch_per_step(synth):
     """Continuous batching must not stall the streams: while one request generates, another's long prompt is
     read in ubatch-sized steps, each with the generating request's next token, not in one big decode."""
-    from sentiric_cli.engine import Sequence
+    from sentiric_cli.engine.sequence import Sequence
 
     s = Settings(threads=2, context_size=2048, batch_size=2048, ubatch_size=256)
     with Engine(s, synth("llama")) as engine:
@@ -230,10 +234,10 @@ def test_a_prompt_read_beside_generating_requests_goes_a_ubatch_per_step(synth):
         reading = Sequence(engine, 1, Request(head=[1], body=[(i % 400) + 3 for i in range(1500)], max_tokens=2))
         sizes = []
         while not reading.generating:
-            before = talking.generated
+            before = talking.tally.generated
             engine.step([talking, reading])
             sizes.append(len(engine.batch))
-            assert talking.generated == before + 1  # a token for the generating request in every step
+            assert talking.tally.generated == before + 1  # a token for the generating request in every step
         assert max(sizes) <= 1 + 256 and len(sizes) >= 1500 // 256
         for q in (talking, reading):
             q.finish("interrupted")
@@ -241,7 +245,7 @@ def test_a_prompt_read_beside_generating_requests_goes_a_ubatch_per_step(synth):
 
 
 def test_thread_tuner_leaves_a_core_only_when_the_step_is_cheap():
-    from sentiric_cli.threadpool import BIG_STEP_S, CHEAP_S_PER_TOKEN, WINDOW, ThreadTuner
+    from sentiric_cli.engine.compute_threads import BIG_STEP_S, CHEAP_S_PER_TOKEN, WINDOW, ThreadTuner
 
     t = ThreadTuner(4, fixed=False)
     for _ in range(WINDOW):
@@ -264,7 +268,7 @@ def test_thread_tuner_leaves_a_core_only_when_the_step_is_cheap():
 
 
 def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(micro, bundled):
-    from sentiric_cli.llama import compute_threads
+    from sentiric_cli.engine.bindings import compute_threads
 
     cores = compute_threads(0)
     with Engine(Settings(context_size=512, threads=4), micro) as e:
@@ -272,9 +276,9 @@ def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(micro, bundled
         list(e.stream_many(reqs))
         assert e.ctx.n_threads == (cores - 1 if cores > 1 else 1)
         assert (e.ctx.pool.current if e.ctx.pool else e.ctx.n_threads) == e.ctx.n_threads
-        quiet = [Sequence(e, i, Request(head=e.model.tokenize(f"Part {i}."), max_tokens=16)) for i in range(4)]
-        for q in quiet:  # non-streamed requests (the server's quiet sequences): no per-token work for a spare core
-            q.quiet = True
+        # non-streamed requests (the server's quiet sequences): no per-token work for a spare core
+        quiet = [Sequence(e, i, Request(head=e.model.tokenize(f"Part {i}."), max_tokens=16), quiet=True)
+                 for i in range(4)]
         while not all(q.done for q in quiet):
             e.step([q for q in quiet if not q.done])
         assert e.ctx.n_threads == cores and (e.ctx.tuner.spare or cores == 1)  # cheap still, yet every core
@@ -286,22 +290,22 @@ def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(micro, bundled
 
 
 def test_a_quiet_sequence_decodes_its_text_once_and_it_is_the_streamed_text(micro):
-    """A non-streamed sequence without stop strings decodes its text once, at the end (lazy_text), not token by
+    """A non-streamed sequence without stop strings decodes its text once, at the end (TextStream.lazy), not token by
     token. The text is the streamed one: byte tokens that are not UTF-8 replaced alike, a character split over two
     tokens joined, an answer ended by a grammar (and an end-of-generation token) alike."""
     with Engine(Settings(context_size=256, threads=1), micro) as e:
         m = e.model
 
         def run(req: Request, quiet: bool):
-            s = Sequence(e, 0, req)
-            s.quiet = quiet
+            s = Sequence(e, 0, req, quiet=quiet)
             while not s.done:
                 e.step([s])
             s.close()
-            return s.lazy_text, s.events[-1]
+            return s.text.lazy, s.take_events()[-1]
 
         reqs = [Request(head=[m.bos] + m.tokenize(f"Part {i}: "), max_tokens=48) for i in range(4)]
-        reqs.append(Request(head=[m.bos] + m.tokenize("Say: "), max_tokens=48, grammar='root ::= "h\u00e9llo"'))
+        reqs.append(Request(head=[m.bos] + m.tokenize("Say: "), max_tokens=48,
+                            sampling=SamplingParams(grammar='root ::= "h\u00e9llo"')))
         texts = []
         for req in reqs:
             (lazy, quiet), (eager, streamed) = run(req, True), run(req, False)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sentiric_cli.engine import Engine, Piece, Record, Request
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sampling import SamplingParams
+from sentiric_cli.engine.types import Piece, Record, Request
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
@@ -26,7 +28,7 @@ def test_generation_past_the_window_shifts_too(bundled):
     with Engine(Settings(context_size=256, swa_full=True), bundled) as engine:
         m = engine.model
         r = run(engine, Request(head=[m.bos], body=m.tokenize("Once upon a time"), max_tokens=400,
-                                temperature=0.8, seed=7, repeat_penalty=1.1))
+                                sampling=SamplingParams(temperature=0.8, seed=7, repeat_penalty=1.1)))
     assert r.generated_tokens > 256  # seed 7 writes past the window (no early end of text)
     assert r.shifts > 0 and r.path == "shift" and r.max_fill <= 256
 
@@ -59,14 +61,15 @@ def test_same_seed_same_sample_and_temperature_zero_is_deterministic(bundled):
     with Engine(Settings(context_size=512), bundled) as engine:
         m = engine.model
         head = [m.bos] + m.tokenize("The weather today")
-        a, b, c = (run(engine, Request(head=head, max_tokens=16, temperature=1.0, seed=s)) for s in (1, 1, 2))
+        a, b, c = (run(engine, Request(head=head, max_tokens=16, sampling=SamplingParams(temperature=1.0, seed=s)))
+                   for s in (1, 1, 2))
         g1, g2 = (run(engine, Request(head=head, max_tokens=16)) for _ in range(2))
     assert a.tokens == b.tokens and a.tokens != c.tokens
     assert g1.tokens == g2.tokens
 
 
 def test_token_logprobs_are_the_sampled_tokens_log_probabilities(bundled):
-    from sentiric_cli.engine import log_softmax
+    from sentiric_cli.engine.logprobs import log_softmax
 
     with Engine(Settings(context_size=256), bundled) as engine:
         m = engine.model

@@ -17,7 +17,7 @@ from synth import write_model
 
 from sentiric_cli.bundled import bundled_model
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.plan.gguf_header import MAX_KEPT_ARRAY, GGUFHeader, SkippedArray, read_header
+from sentiric_cli.gguf.header import MAX_KEPT_ARRAY, GGUFHeader, SkippedArray, read_header
 
 # ---------------------------------------------------------------- hand-built GGUF bytes
 

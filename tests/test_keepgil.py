@@ -7,8 +7,8 @@ import sys
 import threading
 import time
 
-from sentiric_cli import keepgil as K
-from sentiric_cli.llama import Batch, Context, Model
+from sentiric_cli.engine import keepgil as K
+from sentiric_cli.engine.bindings import Batch, Context, Model
 from sentiric_cli.settings import Settings
 
 

@@ -17,10 +17,12 @@ from openai import OpenAI
 from test_serve import server
 from waits import WAIT
 
-from sentiric_cli.engine import Engine, Piece, Request
-from sentiric_cli.longdoc import NOT_FOUND, LongRecord, MapJob, answer, run_pool
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.loop import run_pool
+from sentiric_cli.engine.prompt import INSTRUCTION
+from sentiric_cli.engine.types import Piece, Request
+from sentiric_cli.longdoc import NOT_FOUND, LongRecord, MapJob, answer
 from sentiric_cli.longdoc.mapreduce import CONFIDENT, _listing
-from sentiric_cli.prompt import INSTRUCTION
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build

@@ -7,13 +7,13 @@ from accuracy import COMPUTE_TOL, DEFAULT_TOL
 from clirun import run
 from synth import ARCHS
 
-from sentiric_cli.plan import modelinfo
+from sentiric_cli.gguf import modelinfo
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
 from sentiric_cli.plan.device import Device, host_memory
 from sentiric_cli.plan.measure import compare, measure
 from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache
-from sentiric_cli.plan.modelinfo import model_info
 from sentiric_cli.plan.planner import make_plan
-from sentiric_cli.plan.shards import read_model
 from sentiric_cli.settings import Settings
 
 ROUNDING = 0.005 * MiB  # llama.cpp prints MiB with 2 decimals, one line per cache

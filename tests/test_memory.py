@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sentiric_cli.plan.gguf_header import read_header
+from sentiric_cli.gguf.header import read_header
+from sentiric_cli.gguf.modelinfo import model_info
 from sentiric_cli.plan.memory import Shape, cache_type_fits, context_sizes, kv_cache, pad, row_bytes
-from sentiric_cli.plan.modelinfo import model_info
 
 
 def test_context_padding_follows_llama_context():

@@ -8,7 +8,8 @@ import sys
 
 SCRIPT = r"""
 import sys
-from sentiric_cli.engine import Engine, Record, Request
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 from sentiric_cli.bundled import bundled_model
 times = int(sys.argv[1])

@@ -7,13 +7,13 @@ import json
 import pytest
 from clirun import assert_user_error, run
 
+from sentiric_cli.engine.bindings import Model, tap_log
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.llama import Model, tap_log
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.layout import CPU, override_places
 from sentiric_cli.plan.memory import Shape
-from sentiric_cli.plan.modelinfo import model_info
-from sentiric_cli.plan.shards import read_model
 from sentiric_cli.plan.usage import breakdown
 from sentiric_cli.settings import Settings, load_settings
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentiric_cli.engine import Engine, Record, Request
-from sentiric_cli.llama import Batch, Context, Model
-from sentiric_cli.padding import StepCosts, pad
+from sentiric_cli.engine.bindings import Batch, Context, Model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.padding import StepCosts, pad
+from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build

@@ -11,12 +11,12 @@ from clirun import assert_user_error, run
 from llama_probe import Probe
 
 from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.layout import CPU, layer_devices
 from sentiric_cli.plan.memory import Shape, kv_cache, weights
-from sentiric_cli.plan.modelinfo import model_info
 from sentiric_cli.plan.planner import make_plan
-from sentiric_cli.plan.shards import read_model
 from sentiric_cli.plan.usage import breakdown
 from sentiric_cli.settings import Settings
 
@@ -188,7 +188,7 @@ def test_draft_and_projector_add_to_the_gpu(seed_gguf, synth, tmp_path):
 
 def test_run_passes_the_split_to_llama_cpp(synth):
     """A profile written for two GPUs still loads here (llama.cpp takes the split; a CPU has no GPUs to split)."""
-    from sentiric_cli.engine import Engine
+    from sentiric_cli.engine.core import Engine
 
     path = synth("llama", n_embd=256, n_head=8, n_head_kv=2, n_ff=768, n_vocab=4096)
     settings = Settings(context_size=256, tensor_split=[17, 18], main_gpu=1, op_offload=False)

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from sentiric_cli.engine import Engine, Record, Request
-from sentiric_cli.llama import Model
-from sentiric_cli.prompt import layout
+from sentiric_cli.engine.bindings import Model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.prompt import layout
+from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from llama_cpp import llama_cpp as C
 
-from sentiric_cli.engine import Engine, Record, Request
-from sentiric_cli.llama import Batch, Context, Model
-from sentiric_cli.sampling import Sampler
+from sentiric_cli.engine.bindings import Batch, Context, Model
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sampling import Sampler, SamplingParams
+from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
@@ -52,10 +53,10 @@ def test_argmax_of_each_output_row_is_the_greedy_samplers_token(bundled, scored)
 
 def test_only_a_chain_that_would_be_greedy_alone_is_skipped(bundled):
     with Engine(Settings(context_size=128), bundled) as engine:
-        cases = {"temperature 0": (Request(head=[]), True),
-                 "temperature 0.7": (Request(head=[], temperature=0.7), False),
-                 "repeat penalty": (Request(head=[], repeat_penalty=1.1), False),
-                 "grammar": (Request(head=[], grammar='root ::= "yes" | "no"'), False)}
+        cases = {"temperature 0": (SamplingParams(), True),
+                 "temperature 0.7": (SamplingParams(temperature=0.7), False),
+                 "repeat penalty": (SamplingParams(repeat_penalty=1.1), False),
+                 "grammar": (SamplingParams(grammar='root ::= "yes" | "no"'), False)}
         for name, (req, greedy) in cases.items():
             sampler = Sampler(req, engine.model)
             assert sampler.greedy is greedy, name

@@ -7,8 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from sentiric_cli.engine import Engine, Record, Request
-from sentiric_cli.scheduler import COPY_GAIN, Scheduler
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sampling import SamplingParams
+from sentiric_cli.engine.types import Record, Request
+from sentiric_cli.serve.scheduler import COPY_GAIN, Scheduler
 from sentiric_cli.settings import Settings
 
 # every test here asserts what the model writes (tokens, text or logits): `make test-v3` runs them on a second build
@@ -25,12 +27,12 @@ def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot
         text = [[m.bos] + m.tokenize(f"Chapter {i}. The old lighthouse keeper climbed the stairs") for i in range(3)]
 
         def slot_of(job) -> int:
-            return next(i for i, pair in enumerate(sched.slots) if pair is not None and pair[1] is job)
+            return next(i for i, tag in enumerate(sched.loop.tags) if tag is job)
 
         jobs = []
 
         async def ask(prompt: list[int], max_tokens: int, seen: list | None = None, grammar: str | None = None):
-            job = sched.submit(Request(head=prompt, max_tokens=max_tokens, temperature=0.0, grammar=grammar))
+            job = sched.submit(Request(head=prompt, max_tokens=max_tokens, sampling=SamplingParams(grammar=grammar)))
             jobs.append(job)
             got = None
             while (ev := await job.events.get()) is not None:
@@ -65,7 +67,7 @@ def test_busy_slots_stay_together_and_a_prompt_mostly_held_goes_back_to_its_slot
 
 
 async def _ask(sched: Scheduler, prompt: list[int], max_tokens: int = 4, **kw) -> Record:
-    job = sched.submit(Request(head=prompt, max_tokens=max_tokens, temperature=0.0, trace=True, **kw), stream=False)
+    job = sched.submit(Request(head=prompt, max_tokens=max_tokens, trace=True, **kw), stream=False)
     record = None
     while (ev := await job.events.get()) is not None:
         if isinstance(ev, Exception):
@@ -108,14 +110,14 @@ def test_a_prompt_held_by_a_higher_slot_is_copied_down_to_the_lowest_free_one(mi
     assert len(keeper) > 2 * COPY_GAIN and len(more) < 2 * len(keeper)
 
     async def main(sched):
-        busy = asyncio.create_task(_ask(sched, zebras[:5], 10**6, grammar='root ::= "ab" root'))  # slot 0
-        while not sched.slots[0]:
+        busy = asyncio.create_task(_ask(sched, zebras[:5], 10**6, sampling=SamplingParams(grammar='root ::= "ab" root')))  # slot 0
+        while not sched.loop.seqs[0]:
             await asyncio.sleep(0.001)
         await asyncio.gather(_ask(sched, zebras), _ask(sched, keeper))  # slots 1 and 2, then free
         assert sched.cached[2][:len(keeper)] == keeper
         got = await _ask(sched, more)
         held = sched.cached[1][:len(more)] == more, sched.cached[2][:len(keeper)] == keeper
-        sched.slots[0][1].cancel()
+        sched.loop.tags[0].cancel()
         await busy
         return got, held
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from sentiric_cli.gguf.header import read_header
+from sentiric_cli.gguf.modelinfo import model_info
 from sentiric_cli.plan.device import Device
-from sentiric_cli.plan.gguf_header import read_header
 from sentiric_cli.plan.memory import MiB, Shape, compute_buffer, kv_cache, weights
-from sentiric_cli.plan.modelinfo import model_info
 from sentiric_cli.plan.planner import make_plan
 from sentiric_cli.settings import Settings
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from sentiric_cli.engine import _partial_stop
+from sentiric_cli.engine.text import partial_stop as _partial_stop
 from sentiric_cli.serve import template
 from sentiric_cli.serve.app import origin_pattern
 from sentiric_cli.serve.errors import BadRequest

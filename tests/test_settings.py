@@ -9,16 +9,7 @@ import pytest
 import yaml
 
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.settings import (
-    FIELDS,
-    Settings,
-    env_name,
-    load_settings,
-    profiles_dir,
-    read_env,
-    read_profile,
-    to_yaml,
-)
+from sentiric_cli.settings import FIELDS, Settings, env_name, load_settings, profiles_dir, read_env, read_profile, to_yaml
 
 DEFAULTS = Settings()
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sentiric_cli.engine import Engine, Request, Sequence
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sequence import Sequence
+from sentiric_cli.engine.types import Request
 from sentiric_cli.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -24,5 +26,5 @@ def test_a_shadow_takes_no_disk_for_its_weights_and_runs_to_max_tokens(tmp_path)
         seq = Sequence(e, 0, Request(head=[m.bos] + prompt, max_tokens=6))
         while not seq.done:
             e.step([seq])
-    record = seq.events[-1]
+    record = seq.take_events()[-1]
     assert record.generated_tokens == 6 and record.finish_reason == "length"  # token 0 is no end of generation

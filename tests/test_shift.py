@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentiric_cli.shift import chunk_size, discard, merge, spans
+from sentiric_cli.engine.window import chunk_size, discard, merge, spans
 
 
 def test_nothing_is_evicted_while_it_fits():

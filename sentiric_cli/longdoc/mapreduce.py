@@ -1,22 +1,26 @@
-"""Map-reduce over one tokenized document, as data: the requests to read, and what their records mean.
+"""Map-reduce over one tokenized document, as a protocol without I/O: rounds of requests out, records back in.
 
-MapJob holds no engine loop of its own: strategies.py drives it through the engine's sequence slots
-(`sentiric run`), the server drives it through its scheduler (`sentiric serve`, shared with other
-requests). Steps: map_requests() -> add_partial() for each record -> confident() -> reduce rounds
-(groups(), reduce_request(), merged()) -> final().
+`protocol(job)` is a generator: it yields a Round (a name and its requests), is sent the Round's records (in
+request order), and returns the LongRecord. It reads nothing and runs nothing itself: strategies.drive runs it
+through the engine's slot loop (`sentiric run`), serve/longdoc.drive through the server's scheduler (shared with
+other requests). The rounds: the map (one greedy partial answer per chunk), then reduce rounds until one
+group of confident partial answers is left, whose reduce writes the answer.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
+from collections.abc import Generator
 from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 
-from ..engine import Record, Request
-from ..errors import SentiricError
-from ..prompt import MARK, frame
-from .chunks import split
+from sentiric_cli.engine.prompt import MARK, frame
+from sentiric_cli.engine.sampling import SamplingParams
+from sentiric_cli.engine.types import Record, Request
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.longdoc.chunks import split
 
 NOT_FOUND = "The document does not seem to contain the answer."
 # Few-shot frames: base models follow a worked example far better than an instruction. Each chunk is read
@@ -114,7 +118,8 @@ def grounded(text: str, pieces: list[bytes], lps: list[float], excerpt: str) -> 
     """
     stripped = text.strip()
     lead = len(text) - len(text.lstrip())
-    spans, parts, exact = [], 0, True
+    spans: list[tuple[int, int, str]] = []
+    parts, exact = 0, True
     for m in _PARTS.finditer(stripped):
         part = m.group(0).strip().strip(".").strip()
         if not part:
@@ -139,12 +144,50 @@ def grounded(text: str, pieces: list[bytes], lps: list[float], excerpt: str) -> 
     return " and ".join(w for _, _, w in spans), keep or lps
 
 
-def like(base: Request, head, body, tail, **kw) -> Request:
-    values = dict(max_tokens=base.max_tokens, stop=base.stop, temperature=base.temperature, top_k=base.top_k,
-                  top_p=base.top_p, min_p=base.min_p, repeat_penalty=base.repeat_penalty, seed=base.seed,
-                  shift_discard=base.shift_discard)
-    values.update(kw)
-    return Request(head=list(head), body=list(body), tail=list(tail), **values)
+# the protocol's own reads (partial answers, intermediate reduces): greedy, unconstrained, one answer, with each
+# token's probability (confidence); the user's sampling and grammar are for the answer only
+_OWN = dict(sampling=SamplingParams(), stop=("\n",), token_logprobs=True, n=1, top_logprobs=-1, trace=False,
+            score=False)
+
+
+@dataclass
+class Round:
+    name: str  # "map", "reduce 1", ...
+    requests: list[Request]
+
+
+Protocol = Generator[Round, list[Record], LongRecord]
+
+
+def protocol(job: MapJob, phases: list[Phase]) -> Protocol:
+    """The map-reduce over `job`: yields each Round, is sent its records, returns the LongRecord. `phases`: those
+    before it (tokenize); each round's is added (tokens read and written, seconds from its yield to its records)."""
+    phases = list(phases)
+
+    def ran(name: str, recs: list[Record], t0: float) -> None:
+        phases.append(Phase(name, sum(r.prompt_tokens for r in recs), sum(r.generated_tokens for r in recs),
+                            time.perf_counter() - t0))
+
+    t0 = time.perf_counter()
+    recs = yield Round("map", job.map_requests())
+    for i, rec in enumerate(recs):
+        job.add_partial(i, rec)
+    ran("map", recs, t0)
+    items = job.confident()
+    if not items:
+        return job.record(NOT_FOUND, phases)
+    rounds = 0
+    while True:
+        rounds += 1
+        name, groups, t0 = f"reduce {rounds}", job.groups(items), time.perf_counter()
+        if len(groups) == 1:
+            (final,) = yield Round(name, [job.reduce_request(groups[0], final=True)])
+            ran(name, [final], t0)
+            return job.record(clean(final.text), phases, rounds, final)
+        recs = yield Round(name, [job.reduce_request(g, final=False) for g in groups])
+        ran(name, recs, t0)
+        merged = [job.merged(g, r) for g, r in zip(groups, recs, strict=True)]
+        items = [p for p in merged if p.answer] or merged
 
 
 class MapJob:
@@ -170,8 +213,8 @@ class MapJob:
 
     def map_requests(self) -> list[Request]:
         """One greedy one-line partial answer per chunk, each chunk read fresh, with its tokens' probabilities."""
-        return [like(self.base, self.head, self.tokens[c.start:c.end], self.tail, max_tokens=PARTIAL_TOKENS,
-                      stop=("\n",), temperature=0.0, repeat_penalty=1.0, token_logprobs=True) for c in self.chunks]
+        return [self.base.reading(self.head, self.tokens[c.start:c.end], self.tail, max_tokens=PARTIAL_TOKENS, **_OWN)
+                for c in self.chunks]
 
     def add_partial(self, i: int, rec: Record) -> Partial:
         c = self.chunks[i]
@@ -184,8 +227,8 @@ class MapJob:
         if len(text.split()) > SHORT_WORDS and not (_content(text) & self.question_words):
             lps = []  # a long answer with not one word of the question: a copy of the excerpt, not an answer
         conf = 0.0 if text.lower().strip(".") in _NONE else round(confidence(lps), 4)
-        self.partials[i] = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text, conf)
-        return self.partials[i]
+        p = self.partials[i] = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text, conf)
+        return p
 
     def confident(self) -> list[Partial]:
         return sorted((p for p in self.partials if p is not None and p.confidence >= CONFIDENT),
@@ -194,7 +237,9 @@ class MapJob:
     def groups(self, items: list[Partial]) -> list[list[Partial]]:
         """Partial answers in groups whose listing fits the reduce window."""
         room = self.window - len(self.rhead) - len(self.rtail) - min(self.base.max_tokens, self.window // 4) - 1
-        groups, cur, used = [], [], 0
+        groups: list[list[Partial]] = []
+        cur: list[Partial] = []
+        used = 0
         for p in items:
             # each line tokenized once; their sum bounds the listing (which writes a repeated answer once)
             n = len(self.model.tokenize(_listing([p])))
@@ -208,10 +253,9 @@ class MapJob:
 
     def reduce_request(self, group: list[Partial], final: bool) -> Request:
         body = self.model.tokenize(_listing(group))
-        if final:
-            return like(self.base, self.rhead, body, self.rtail, stop=self.final_stop)
-        return like(self.base, self.rhead, body, self.rtail, max_tokens=PARTIAL_TOKENS * 2, stop=("\n",),
-                     temperature=0.0, token_logprobs=True)
+        if final:  # the answer: the user's sampling, length and logprobs, one answer
+            return self.base.reading(self.rhead, body, self.rtail, stop=self.final_stop, n=1)
+        return self.base.reading(self.rhead, body, self.rtail, max_tokens=PARTIAL_TOKENS * 2, **_OWN)
 
     @staticmethod
     def merged(group: list[Partial], rec: Record) -> Partial:

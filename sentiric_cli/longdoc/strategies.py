@@ -17,15 +17,16 @@ Yields progress (PhaseProgress) and the answer's text (engine.Piece), then one L
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
-from ..doctokens import tokenize_document
-from ..engine import Engine, Piece, Progress, Record, Request, Sequence
-from ..errors import SentiricError
-from ..prompt import MARK, layout
-from .mapreduce import NOT_FOUND, LongRecord, MapJob, Phase, clean, like
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.doctokens import tokenize_document
+from sentiric_cli.engine.loop import run_pool
+from sentiric_cli.engine.prompt import MARK, layout
+from sentiric_cli.engine.types import Piece, Progress, Record, Request
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.longdoc.mapreduce import LongRecord, MapJob, Phase, Protocol, protocol
 
 STRATEGIES = ("auto", "window", "map")
 
@@ -35,35 +36,6 @@ class PhaseProgress:
     phase: str  # "read", "map", "reduce 1", ...
     done: int
     total: int
-
-
-def run_pool(engine: Engine, requests: list[Request]) -> Iterator[tuple[int, Record]]:
-    """Read `requests` through the context's sequence slots with continuous batching; yield (index, record).
-
-    At most n_seq_max at once; when one finishes, its slot (cleared by the engine) takes the next.
-    """
-    todo = deque(enumerate(requests))
-    free = list(range(engine.ctx.n_seq_max))[::-1]
-    active: dict[int, tuple[int, Sequence]] = {}
-    try:
-        while todo or active:
-            while todo and free:
-                i, r = todo.popleft()
-                sid = free.pop()
-                active[sid] = (i, Sequence(engine, sid, r))
-            engine.step([s for _, s in active.values() if not s.done])
-            for sid, (i, s) in list(active.items()):
-                records = [e for e in s.events if isinstance(e, Record)]
-                s.events.clear()
-                if s.done:
-                    s.close()
-                    del active[sid]
-                    free.append(sid)
-                    yield i, records[-1]
-    finally:
-        for _, s in active.values():
-            s.finish("interrupted")
-            s.close()
 
 
 def answer(engine: Engine, prompt: str, document: str | None, strategy: str = "auto", *, instruction: str,
@@ -78,7 +50,7 @@ def answer(engine: Engine, prompt: str, document: str | None, strategy: str = "a
     base = base or Request(head=[])
     if not document:
         lay = layout(engine.model, prompt, None, instruction, raw, progress=progress)
-        yield from _read(engine, like(base, lay.head, lay.body, lay.tail), "window", [], [])
+        yield from _read(engine, base.reading(lay.head, lay.body, lay.tail), "window", [], [])
         return
     t0 = time.perf_counter()
     tokens = tokenize_document(engine.model, document, progress=progress)
@@ -97,7 +69,7 @@ def one_read(model, window: int, prompt: str, tokens: list[int], strategy: str, 
     lay = layout(model, prompt, MARK, instruction, raw)  # for its head and tail around the document
     fits = len(lay.head) + len(tokens) + len(lay.tail) + min(base.max_tokens, window // 4) <= window
     if strategy == "window" or (strategy == "auto" and fits):
-        return like(base, lay.head, tokens, lay.tail)
+        return base.reading(lay.head, tokens, lay.tail)
     return None
 
 
@@ -120,49 +92,31 @@ def _read(engine: Engine, req: Request, name: str, tokens: list[int], phases: li
                 ev = events.throw(KeyboardInterrupt())
             except StopIteration:
                 ev = None
+    assert record is not None  # the engine ends every sequence with its record
     phase = Phase("read", record.prompt_tokens - record.reused_tokens, record.generated_tokens, time.perf_counter() - t0)
     yield LongRecord(name, record.text, True, len(tokens), phases=[*phases, phase], finish_reason=record.finish_reason,
                      window_record=record, tokens=tokens)
 
 
 def _map(engine: Engine, job: MapJob, phases: list[Phase]) -> Iterator:
-    t0 = time.perf_counter()
-    read = gen = 0
-    n = len(job.chunks)
-    yield PhaseProgress("map", 0, n)
-    for done, (i, rec) in enumerate(run_pool(engine, job.map_requests()), 1):
-        job.add_partial(i, rec)
-        read += rec.prompt_tokens
-        gen += rec.generated_tokens
-        yield PhaseProgress("map", done, n)
-    phases = [*phases, Phase("map", read, gen, time.perf_counter() - t0)]
-    items = job.confident()
-    if not items:
-        yield Piece(NOT_FOUND)
-        yield job.record(NOT_FOUND, phases)
-        return
-    rounds = 0
-    while True:
-        rounds += 1
-        groups = job.groups(items)
-        t0 = time.perf_counter()
-        yield PhaseProgress(f"reduce {rounds}", 0, len(groups))
-        if len(groups) == 1:
-            final = None
-            for ev in engine.stream(job.reduce_request(groups[0], final=True)):
-                if isinstance(ev, Record):  # a short answer: sent whole once cleaned, not token by token
-                    final = ev
-            text = clean(final.text)
-            yield Piece(text)
-            yield PhaseProgress(f"reduce {rounds}", 1, 1)
-            phases.append(Phase(f"reduce {rounds}", final.prompt_tokens, final.generated_tokens,
-                                time.perf_counter() - t0))
-            yield job.record(text, phases, rounds, final)
-            return
-        merged, read, gen = [None] * len(groups), 0, 0
-        for i, rec in run_pool(engine, [job.reduce_request(g, final=False) for g in groups]):
-            merged[i] = job.merged(groups[i], rec)
-            read += rec.prompt_tokens
-            gen += rec.generated_tokens
-        phases.append(Phase(f"reduce {rounds}", read, gen, time.perf_counter() - t0))
-        items = [p for p in merged if p.answer] or merged
+    """The map-reduce through this engine's slots (drive), then the answer as one piece (short: sent whole, once
+    cleaned of the listing's part labels) and the record."""
+    record = yield from drive(engine, protocol(job, phases))
+    yield Piece(record.answer)
+    yield record
+
+
+def drive(engine: Engine, steps: Protocol) -> Generator[PhaseProgress, None, LongRecord]:
+    """The synchronous driver of the map-reduce protocol: each round through run_pool, progress per record."""
+    try:
+        step = next(steps)
+        while True:
+            n = len(step.requests)
+            recs: list[Record | None] = [None] * n
+            yield PhaseProgress(step.name, 0, n)
+            for done, (i, rec) in enumerate(run_pool(engine, step.requests), 1):
+                recs[i] = rec
+                yield PhaseProgress(step.name, done, n)
+            step = steps.send(recs)  # type: ignore[arg-type]  # every request has its record by now
+    except StopIteration as end:
+        return end.value

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .gguf_header import GGUFHeader
-from .layout import CPU
-from .memory import KV, Shape, Stages, layer_weights, stages, tensor_layer
-from .modelinfo import ARCH_RULES, ModelInfo
+from sentiric_cli.gguf.header import GGUFHeader
+from sentiric_cli.gguf.modelinfo import ARCH_RULES, ModelInfo
+from sentiric_cli.plan.layout import CPU
+from sentiric_cli.plan.memory import KV, Shape, Stages, layer_weights, stages, tensor_layer
 
 N_COPIES = 4  # GGML_SCHED_MAX_COPIES
 OFFLOAD_MIN_BATCH = 32  # ggml-cuda: ops with fewer rows stay where their weights are

@@ -12,18 +12,18 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..bundled import model_path
-from ..errors import SentiricError
-from ..settings import load_settings, to_yaml
-from .device import select_devices
-from .layout import override_places
-from .measure import compare
-from .measure import measure as dry_run
-from .modelinfo import model_info
-from .planner import Plan, make_plan
-from .render import render
-from .shards import read_model
-from .usage import NO_FIT, Extra, layer_rows
+from sentiric_cli.bundled import model_path
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
+from sentiric_cli.plan.device import select_devices
+from sentiric_cli.plan.layout import override_places
+from sentiric_cli.plan.measure import compare
+from sentiric_cli.plan.measure import measure as dry_run
+from sentiric_cli.plan.planner import Plan, make_plan
+from sentiric_cli.plan.render import render
+from sentiric_cli.plan.usage import NO_FIT, Extra, layer_rows
+from sentiric_cli.settings import load_settings, to_yaml
 
 EXPS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # llama.cpp's --cpu-moe pattern
 

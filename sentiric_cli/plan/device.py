@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SentiricError
+from sentiric_cli.errors import SentiricError
 
 MiB = 1024 * 1024
 GPU_MARGIN = 1024 * MiB  # llama.cpp's own fitter (common/fit.cpp) keeps 1 GiB free per GPU for CUDA context and pools

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .device import Device
-from .memory import MiB, Shape, context_sizes, kv_cache
-from .modelinfo import ModelInfo
-from .usage import Breakdown, Extra
+from sentiric_cli.gguf.modelinfo import ModelInfo
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.memory import MiB, Shape, context_sizes, kv_cache
+from sentiric_cli.plan.usage import Breakdown, Extra
 
 
 def _mib(n: int) -> str:

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from .gguf_header import GGUFHeader
+from sentiric_cli.gguf.header import GGUFHeader
 
 CPU = -1
 
@@ -26,7 +26,7 @@ def split_points(fractions: list[float]) -> list[float]:
     for f in fractions:
         acc = np.float32(acc + np.float32(f))
         points.append(acc)
-    return [np.float32(p / acc) for p in points]
+    return [float(np.float32(p / acc)) for p in points]
 
 
 def layer_devices(n_layer: int, gpu_layers: int, fractions: list[float]) -> list[int]:

@@ -21,13 +21,12 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import SentiricError
-from .gguf_header import GGUFHeader, read_header
-from .memory import MiB, Shape
-from .usage import Breakdown, strain, verdict
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.header import GGUFHeader, read_header
+from sentiric_cli.plan.memory import MiB, Shape
+from sentiric_cli.plan.usage import Breakdown, strain, verdict
 
 TIMEOUT_S = 120
-_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30, "iq4_nl": 20}
 
 
 @dataclass
@@ -43,12 +42,13 @@ class Measured:
 def measure(header: GGUFHeader, shape: Shape, main_gpu: int = 0) -> Measured:
     with tempfile.TemporaryDirectory(prefix="sentiric-measure-") as tmp:
         path, shadow = _runnable(header, Path(tmp))
-        job = {"path": str(path), "gpu_layers": shape.gpu_layers, "main_gpu": main_gpu,
-               "tensor_split": list(shape.tensor_split), "n_ctx": shape.context * shape.threads,
-               "n_seq_max": shape.threads, "n_batch": max(shape.batch, shape.ubatch), "n_ubatch": shape.ubatch,
-               "flash_attn": shape.flash_attn, "swa_full": shape.swa_full, "kv_unified": shape.kv_unified,
-               "offload_kqv": shape.kv_offload, "op_offload": shape.op_offload, "overrides": list(shape.overrides),
-               "type_k": _TYPES[shape.cache_type_k], "type_v": _TYPES[shape.cache_type_v]}
+        settings = {"gpu_layers": shape.gpu_layers, "main_gpu": main_gpu, "tensor_split": list(shape.tensor_split),
+                    "context_size": shape.context, "threads": shape.threads, "batch_size": max(shape.batch, shape.ubatch),
+                    "ubatch_size": shape.ubatch, "flash_attn": shape.flash_attn, "swa_full": shape.swa_full,
+                    "kv_offload": shape.kv_offload, "op_offload": shape.op_offload,
+                    "tensor_overrides": list(shape.overrides), "cache_type_k": shape.cache_type_k,
+                    "cache_type_v": shape.cache_type_v}
+        job = {"path": str(path), "settings": settings, "kv_unified": shape.kv_unified}
         try:
             done = subprocess.run([sys.executable, "-m", "sentiric_cli.plan.measure", json.dumps(job)],
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -144,49 +144,31 @@ def _runnable(header: GGUFHeader, tmp: Path) -> tuple[Path, bool]:
 
 
 def _child(job: dict) -> dict:
-    """In the child: load with no_alloc, make the context, return llama.cpp's log."""
-    import ctypes
-
+    """In the child: load with no_alloc, make the context (the engine's own parameter builders), return the log."""
     from llama_cpp import llama_cpp as C
 
-    from ..errors import SentiricError
-    from ..llama import tap_log, tensor_overrides
+    from sentiric_cli.engine.bindings import context_params, model_params, tap_log
+    from sentiric_cli.settings import Settings
 
     log: list[str] = []
     tap_log(log)
-    C.llama_backend_init()
-    mp = C.llama_model_default_params()
-    mp.n_gpu_layers = job["gpu_layers"]
-    mp.main_gpu = job["main_gpu"]
-    mp.no_alloc = True
-    mp.load_mode = C.LLAMA_LOAD_MODE_NONE
-    mp.use_extra_bufts = False  # the CPU repack buffers are a CPU-path choice, not the model's need
-    keep = None
-    if job["tensor_split"]:
-        keep = (ctypes.c_float * C.llama_max_devices())(*job["tensor_split"])
-        mp.tensor_split = ctypes.cast(keep, ctypes.POINTER(ctypes.c_float))
+    settings = Settings.model_construct(**{**Settings().model_dump(), **job["settings"]})  # the plan's shape as is
     try:
-        overrides = tensor_overrides(job["overrides"])
+        # the CPU repack buffers are a CPU-path choice, not the model's need: left out
+        mp, keep = model_params(settings, extra_bufts=False, no_alloc=True)
     except SentiricError as e:
         return {"error": str(e)}
-    if overrides is not None:
-        mp.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
     model = C.llama_model_load_from_file(job["path"].encode(), mp)
+    del keep
     if not model:
         return {"error": "llama.cpp could not load the model: " + _last(log)}
-    cp = C.llama_context_default_params()
-    for key in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch", "swa_full", "kv_unified", "offload_kqv",
-                "op_offload", "type_k", "type_v"):
-        setattr(cp, key, job[key])
-    cp.flash_attn_type = 1 if job["flash_attn"] else 0
-    ctx = C.llama_init_from_model(model, cp)
+    ctx = C.llama_init_from_model(model, context_params(settings, kv_unified=job["kv_unified"]))
     if not ctx:
         C.llama_model_free(model)
         return {"error": "llama.cpp refused the context: " + _last(log)}
     size = C.llama_model_size(model)
     C.llama_free(ctx)
     C.llama_model_free(model)
-    del keep, overrides
     return {"model_size": size, "log": "".join(log), "gpu": bool(C.llama_supports_gpu_offload())}
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from .gguf_header import GGUFHeader
-from .layout import CPU, layer_devices
-from .modelinfo import ModelInfo, layer_of
+from sentiric_cli.gguf.header import GGUFHeader
+from sentiric_cli.gguf.modelinfo import ModelInfo, layer_of
+from sentiric_cli.plan.layout import CPU, layer_devices
 
 MiB = 1024 * 1024
 CTX_PAD = 256  # llama_context pads n_ctx (and n_ctx_seq) to 256; the SWA cache is padded to 256 too
@@ -118,10 +118,11 @@ def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[in
     output_dev = where[info.n_layer]
     if lw.tied_bytes and output_dev != CPU:
         by[output_dev] += lw.tied_bytes
+    moved = moved or {}
     for t in header.tensors if moved else ():
         if t.name in moved:
-            il = tensor_layer(t.name, info.n_layer)
-            by[CPU if il is None else where[il]] -= t.n_bytes
+            layer = tensor_layer(t.name, info.n_layer)
+            by[CPU if layer is None else where[layer]] -= t.n_bytes
             by[moved[t.name]] = by.get(moved[t.name], 0) + t.n_bytes
     host = by.get(CPU, 0)
     blocks = lw.layers[:info.n_layer]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from ..settings import Settings
-from .device import Device
-from .explain import explain, notes
-from .gguf_header import GGUFHeader
-from .memory import Shape, cache_type_fits
-from .modelinfo import ModelInfo
-from .usage import NO_FIT, Breakdown, Extra, breakdown, strain, verdict  # noqa: F401 (verdict: API)
+from sentiric_cli.gguf.header import GGUFHeader
+from sentiric_cli.gguf.modelinfo import ModelInfo
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.explain import explain, notes
+from sentiric_cli.plan.memory import Shape, cache_type_fits
+from sentiric_cli.plan.usage import NO_FIT, Breakdown, Extra, breakdown, strain, verdict  # noqa: F401 (verdict: API)
+from sentiric_cli.settings import Settings
 
 CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 THREADS = (1, 2, 3, 4)
@@ -206,7 +206,7 @@ def _knob_sets(info: ModelInfo, settings: Settings, pinned) -> list[dict]:
             k["cache_type_v"] = settings.cache_type_v
         if k["cache_type_v"] not in ("f16", "f32", "bf16") and not k["flash_attn"]:
             continue  # llama.cpp refuses a quantized V cache without flash attention
-        if not (cache_type_fits(k["cache_type_k"], info.head_k) and cache_type_fits(k["cache_type_v"], info.head_v)):
+        if not (cache_type_fits(str(k["cache_type_k"]), info.head_k) and cache_type_fits(str(k["cache_type_v"]), info.head_v)):
             continue
         if k not in sets:
             sets.append(k)

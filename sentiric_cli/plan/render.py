@@ -7,11 +7,11 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from ..settings import to_yaml
-from .measure import Comparison
-from .memory import MiB
-from .planner import Plan
-from .usage import LayerRow
+from sentiric_cli.plan.measure import Comparison
+from sentiric_cli.plan.memory import MiB
+from sentiric_cli.plan.planner import Plan
+from sentiric_cli.plan.usage import LayerRow
+from sentiric_cli.settings import to_yaml
 
 VERDICT_STYLE = {"very safe": "bold green", "safe": "green", "risky": "yellow", "does not fit": "bold red"}
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .backends import cuda_compute
-from .device import Device
-from .gguf_header import GGUFHeader
-from .layout import CPU, layer_devices, override_places, runs
-from .memory import Shape, compute_buffer, kv_cache, layer_weights, tensor_layer, weights
-from .modelinfo import ModelInfo
+from sentiric_cli.gguf.header import GGUFHeader
+from sentiric_cli.gguf.modelinfo import ModelInfo
+from sentiric_cli.plan.backends import cuda_compute
+from sentiric_cli.plan.device import Device
+from sentiric_cli.plan.layout import CPU, layer_devices, override_places, runs
+from sentiric_cli.plan.memory import Shape, compute_buffer, kv_cache, layer_weights, tensor_layer, weights
 
 VERDICTS = ((0.75, "very safe"), (0.90, "safe"), (1.00, "risky"))
 NO_FIT = "does not fit"
@@ -119,18 +119,18 @@ def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sha
     where = where or layer_devices(info.n_layer, shape.gpu_layers, list(split))
     moved = override_places(header, shape.overrides, len(gpus))
     w, kv = weights(header, info, shape.gpu_layers, where, moved), kv_cache(info, shape, where)
-    comp = cuda_compute(header, info, shape, kv, where, len(gpus), shape.op_offload, moved)
+    cuda = cuda_compute(header, info, shape, kv, where, len(gpus), shape.op_offload, moved)
     spans = runs(where)
     uses = []
     for i, d in enumerate(gpus):
-        c = comp.buffers.get(i)
+        c = cuda.buffers.get(i)
         total = w.by_device.get(i, 0) + kv.by_device.get(i, 0) + (c.bytes if c else 0) + extra.get(i, 0)
         need = total + d.margin_bytes
         uses.append(DeviceUse(d.index, d.name, _span(spans.get(i), info.n_layer), sum(x == i for x in where),
                               w.by_device.get(i, 0), kv.by_device.get(i, 0), c.bytes if c else 0,
                               c.why if c else "no layers here", extra.get(i, 0), total, d.margin_bytes, need,
                               d.free_bytes, verdict(need, d.free_bytes)))
-    host_comp = comp.buffers[CPU].bytes
+    host_comp = cuda.buffers[CPU].bytes
     dev_comp = sum(u.compute_bytes for u in uses)
     worst = max(uses, key=strain)
     stage = max(uses, key=lambda u: u.compute_bytes).compute_why.split(" stage")[0]
@@ -141,7 +141,7 @@ def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sha
         margin_bytes=sum(u.margin_bytes for u in uses), total_device_bytes=sum(u.total_bytes for u in uses),
         total_host_bytes=w.host_bytes + kv.host_bytes + host_comp + output_host + extra.get(CPU, 0),
         need_bytes=sum(u.need_bytes for u in uses), verdict=worst.verdict, backend="cuda",
-        tensor_split=tuple(split), devices=tuple(uses), compute_modelled=comp.modelled, layer_devices=tuple(where))
+        tensor_split=tuple(split), devices=tuple(uses), compute_modelled=cuda.modelled, layer_devices=tuple(where))
 
 
 def _extras(devs: tuple[Device, ...], shape: Shape, extras: tuple[Extra, ...]) -> dict[int, int]:

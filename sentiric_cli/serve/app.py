@@ -20,16 +20,16 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine import Engine
-from ..errors import SentiricError
-from ..scheduler import Scheduler
-from ..settings import Settings
-from . import completions, embeddings, responses
-from .drive import Server, server
-from .errors import BadRequest, error
-from .errors import response as error_response
-from .guard import Guard
-from .schemas import DetokenizeBody, TokenizeBody
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.serve import completions, embeddings, responses
+from sentiric_cli.serve.drive import Server, server
+from sentiric_cli.serve.errors import BadRequest, error
+from sentiric_cli.serve.errors import response as error_response
+from sentiric_cli.serve.guard import Guard
+from sentiric_cli.serve.scheduler import Scheduler
+from sentiric_cli.serve.schemas import DetokenizeBody, TokenizeBody
+from sentiric_cli.settings import Settings
 
 router = APIRouter()
 

@@ -8,16 +8,16 @@ import sys
 
 import typer
 
-from .. import llama
-from ..bundled import model_path
-from ..engine import Engine
-from ..errors import SentiricError
-from ..plan.device import select_device
-from ..plan.memory import MiB
-from ..plan.modelinfo import model_info
-from ..plan.planner import make_plan
-from ..plan.shards import read_model
-from ..settings import load_settings
+from sentiric_cli.bundled import model_path
+from sentiric_cli.engine import bindings as llama
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.shards import read_model
+from sentiric_cli.plan.device import select_device
+from sentiric_cli.plan.memory import MiB
+from sentiric_cli.plan.planner import make_plan
+from sentiric_cli.settings import load_settings
 
 
 def _server(config, scheduler, timeout: float):
@@ -63,8 +63,8 @@ def serve(
     """Serve the OpenAI API (chat, completions, responses, embeddings, models), /tokenize, /health, /metrics."""
     import uvicorn
 
-    from .app import create_app
-    from .protocol import protocol_class
+    from sentiric_cli.serve.app import create_app
+    from sentiric_cli.serve.protocol import protocol_class
 
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
                                        "context_size": context, "embeddings": embeddings, "api_key": api_key})
@@ -95,7 +95,7 @@ def serve(
         print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
               f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
               f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)
-        print(f"sentiric: CPU path: {engine.model.cpu.describe()}", file=sys.stderr, flush=True)
+        print(f"sentiric: CPU path: {engine.cpu.describe()}", file=sys.stderr, flush=True)
         protocol = protocol_class(settings.header_timeout)
         fds = _raise_fd_limit()
         config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose, http=protocol,

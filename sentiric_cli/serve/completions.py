@@ -6,20 +6,33 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..engine import Piece, Record
-from . import tools as toolcalls
-from .drive import Server, build_request, collect, events, off_loop, reason, server, started, submit, text_size, usage
-from .errors import BadRequest
-from .grammar import body_grammar
-from .longdoc import serve_long
-from .messages import chat_tokens, part_text, to_dicts, turn_stops
-from .schemas import ChatBody, CompletionBody
-from .shapes import DONE, chat_logprobs, legacy_logprobs, sse
+from sentiric_cli.engine.types import Piece, Record
+from sentiric_cli.serve import tools as toolcalls
+from sentiric_cli.serve.drive import (
+    Server,
+    build_request,
+    collect,
+    events,
+    off_loop,
+    reason,
+    server,
+    started,
+    submit,
+    text_size,
+    usage,
+)
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.grammar import body_grammar
+from sentiric_cli.serve.longdoc import serve_long
+from sentiric_cli.serve.messages import chat_tokens, part_text, to_dicts, turn_stops
+from sentiric_cli.serve.schemas import ChatBody, CompletionBody
+from sentiric_cli.serve.shapes import DONE, chat_logprobs, legacy_logprobs, sse
 
 router = APIRouter()
 
@@ -56,7 +69,7 @@ class Reply:
         if self.tools is None:
             return {"role": "assistant", "content": r.text}, why
         content, calls = toolcalls.parse(r.text, self.tools)
-        msg = {"role": "assistant", "content": content}
+        msg: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             msg["tool_calls"] = calls
             why = "tool_calls" if why == "stop" else why  # cut short: "length", with the calls written whole

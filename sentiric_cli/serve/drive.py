@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request as HTTPRequest
 from llama_cpp import llama_cpp as C
 from prometheus_client import Histogram
 
-from ..engine import Engine, Piece, Record, Request
-from ..errors import SentiricError
-from ..sampling import grammar_sampler
-from ..scheduler import Job, QueueFull, Scheduler, ShuttingDown
-from ..settings import Settings
-from .errors import BadRequest
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sampling import SamplingParams, grammar_sampler
+from sentiric_cli.engine.types import Piece, Record, Request
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.scheduler import Job, QueueFull, Scheduler, ShuttingDown
+from sentiric_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from sentiric_cli.serve.embeddings import Embedder
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Server:
     model_id: str
     profile: str | None
     latency: Histogram
-    embedder: object | None = None
+    embedder: Embedder | None = None
     started: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -128,7 +133,7 @@ async def collect(http: HTTPRequest, job: Job) -> list[Record]:
     return [records[i] for i in sorted(records)]
 
 
-async def events(job: Job, replay: list = ()) -> AsyncIterator[Piece | Record]:
+async def events(job: Job, replay: Iterable = ()) -> AsyncIterator[Piece | Record]:
     """The job's pieces and records as they come (after `replay`); an error event raises BadRequest.
     Pieces that queued up while the client was being written to go out as one (one chunk, not one per token)."""
     pending = deque(replay)
@@ -192,5 +197,6 @@ def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: 
             C.llama_sampler_free(grammar_sampler(srv.model, grammar))  # parses it: a bad grammar is the client's 400
         except SentiricError as e:
             raise BadRequest(str(e), "grammar") from None
-    return Request.from_settings(srv.settings, head, rest, stop=stop, max_tokens=longest, grammar=grammar,
-                                 top_logprobs=top_logprobs, n=n, **overrides)
+    sampling = SamplingParams.from_settings(srv.settings, grammar=grammar, **overrides)
+    return Request.from_settings(srv.settings, head, rest, stop=stop, max_tokens=longest, sampling=sampling,
+                                 top_logprobs=top_logprobs, n=n)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 from llama_cpp import llama_cpp as C
 
-from ..errors import SentiricError
-from ..llama import Batch, Model, _last_log, compute_threads
-from ..settings import Settings
-from .drive import server
-from .errors import BadRequest
-from .schemas import EmbeddingBody
+from sentiric_cli.engine.bindings import Batch, Model, _last_log, compute_threads
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.serve.drive import server
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.schemas import EmbeddingBody
+from sentiric_cli.settings import Settings
 
 MAX_TOKENS = 512
 
@@ -80,7 +81,7 @@ class Embedder:
 
 def _inputs(srv, body: EmbeddingBody) -> list[list[int]]:
     model = srv.model
-    raw = body.input
+    raw: Any = body.input  # a string, strings, token ids, or lists of token ids
     if isinstance(raw, str):
         raw = [raw]
     if not raw:

@@ -9,7 +9,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-from .errors import BadRequest
+from sentiric_cli.serve.errors import BadRequest
 
 # what `json_object` means: a JSON object, nothing else
 JSON_OBJECT = {"type": "object"}

@@ -13,7 +13,7 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.routing import Match
 
-from .errors import error
+from sentiric_cli.serve.errors import error
 
 PUBLIC = {"/health", "/v1/health", "/models", "/v1/models"}
 

@@ -19,17 +19,17 @@ from collections import deque
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..doctokens import tokenize_document
-from ..engine import Record, Request
-from ..errors import SentiricError
-from ..longdoc import NOT_FOUND, LongRecord, MapJob, Phase
-from ..longdoc.mapreduce import clean, record_dict
-from ..longdoc.strategies import one_read
-from ..prompt import INSTRUCTION
-from ..scheduler import QueueFull, Scheduler, ShuttingDown
-from .drive import build_request
-from .errors import BadRequest
-from .shapes import DONE, sse
+from sentiric_cli.engine.doctokens import tokenize_document
+from sentiric_cli.engine.prompt import INSTRUCTION
+from sentiric_cli.engine.types import Record, Request
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.longdoc import LongRecord, MapJob, Phase
+from sentiric_cli.longdoc.mapreduce import Protocol, protocol, record_dict
+from sentiric_cli.longdoc.strategies import one_read
+from sentiric_cli.serve.drive import build_request
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.scheduler import Busy, QueueFull, Scheduler, ShuttingDown
+from sentiric_cli.serve.shapes import DONE, sse
 
 
 async def _one(scheduler: Scheduler, req: Request) -> Record:
@@ -70,7 +70,22 @@ async def run_many(scheduler: Scheduler, requests: list[Request], limit: int, on
     finally:
         for task in inflight:
             task.cancel()
-    return out
+    return [r for r in out if r is not None]  # every one, once none is in flight
+
+
+async def drive(scheduler: Scheduler, steps: Protocol, slots: int, on_progress=None) -> LongRecord:
+    """The asynchronous driver of the map-reduce protocol: each round through the scheduler, at most `slots` of its
+    requests in flight (other clients are served between them)."""
+    try:
+        step = next(steps)
+        while True:
+            if on_progress:
+                on_progress(step.name, 0, len(step.requests))
+            recs = await run_many(scheduler, step.requests, slots,
+                                  lambda d, n, name=step.name: on_progress and on_progress(name, d, n))
+            step = steps.send(recs)
+    except StopIteration as end:
+        return end.value
 
 
 async def long_answer(scheduler: Scheduler, model, question: str, document: str, strategy: str, base: Request,
@@ -88,33 +103,7 @@ async def long_answer(scheduler: Scheduler, model, question: str, document: str,
         return LongRecord("window" if strategy == "window" else "single", rec.text, True, len(tokens), phases=phases,
                           finish_reason=rec.finish_reason, window_record=rec)
     job = await asyncio.to_thread(MapJob, model, window, question, tokens, raw, base)
-    t0 = time.perf_counter()
-    recs = await run_many(scheduler, job.map_requests(), slots,
-                          lambda d, n: on_progress and on_progress("map", d, n))
-    for i, rec in enumerate(recs):
-        job.add_partial(i, rec)
-    phases.append(Phase("map", sum(r.prompt_tokens for r in recs), sum(r.generated_tokens for r in recs),
-                        time.perf_counter() - t0))
-    items = job.confident()
-    if not items:
-        return job.record(NOT_FOUND, phases)
-    rounds = 0
-    while True:
-        rounds += 1
-        groups = job.groups(items)
-        t0 = time.perf_counter()
-        if on_progress:
-            on_progress(f"reduce {rounds}", 0, len(groups))
-        if len(groups) == 1:
-            final = await _one(scheduler, job.reduce_request(groups[0], final=True))
-            phases.append(Phase(f"reduce {rounds}", final.prompt_tokens, final.generated_tokens,
-                                time.perf_counter() - t0))
-            return job.record(clean(final.text), phases, rounds, final)
-        recs = await run_many(scheduler, [job.reduce_request(g, final=False) for g in groups], slots)
-        phases.append(Phase(f"reduce {rounds}", sum(r.prompt_tokens for r in recs),
-                            sum(r.generated_tokens for r in recs), time.perf_counter() - t0))
-        merged = [job.merged(g, r) for g, r in zip(groups, recs, strict=True)]
-        items = [p for p in merged if p.answer] or merged
+    return await drive(scheduler, protocol(job, phases), slots, on_progress)
 
 
 def record_json(r: LongRecord) -> dict:
@@ -146,7 +135,7 @@ async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
                                              base, on_progress=lambda *p: progress.put_nowait(p)))
 
     def choice(rec: LongRecord | None, last: bool) -> dict:
-        why = None if not last else ("length" if rec.finish_reason == "length" else "stop")
+        why = None if not last else ("length" if rec is not None and rec.finish_reason == "length" else "stop")
         text = rec.answer if rec is not None and not (last and body.stream) else ""
         if kind == "chat":
             part = {"role": "assistant", "content": text} if not body.stream else ({} if last else {"content": text})
@@ -167,7 +156,7 @@ async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
                         yield f": {phase} {done}/{total}\n\n"
                 try:
                     rec = task.result()
-                except (SentiricError, QueueFull) as e:
+                except (SentiricError, Busy) as e:
                     yield sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None,
                                          "code": 400}})
                     yield DONE

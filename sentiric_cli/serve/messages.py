@@ -8,11 +8,12 @@ Tool-call arguments reach templates as objects where they parse (Hugging Face te
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from ..errors import SentiricError
-from . import template as jinja
-from .errors import BadRequest
-from .schemas import Message
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.serve import template as jinja
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.schemas import Message
 
 TEXT_PARTS = {"text", "input_text", "output_text"}
 # end-of-turn markers of common templates: a stop string where the model's vocabulary has no such token
@@ -54,7 +55,7 @@ def to_dicts(messages: list[Message]) -> list[dict]:
                 raise BadRequest(f"{where}.content: required for a {m.role} message", f"{where}.content")
         if m.role == "tool" and not m.tool_call_id:
             raise BadRequest(f"{where}.tool_call_id: required for a tool message", f"{where}.tool_call_id")
-        d = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
+        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
         if m.name:
             d["name"] = m.name
         if m.tool_calls:

@@ -24,7 +24,7 @@ class _Deadline:
     header_timeout: float = 10.0  # set per server by protocol_class()
     _deadline: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self._rearm()
 

@@ -14,13 +14,13 @@ from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..engine import Piece, Record
-from .drive import build_request, collect, events, off_loop, server, started, submit, text_size
-from .errors import BadRequest
-from .grammar import body_grammar, response_format
-from .messages import chat_tokens, part_text, turn_stops
-from .schemas import ResponsesBody
-from .shapes import sse
+from sentiric_cli.engine.types import Piece, Record
+from sentiric_cli.serve.drive import build_request, collect, events, off_loop, server, started, submit, text_size
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.grammar import body_grammar, response_format
+from sentiric_cli.serve.messages import chat_tokens, part_text, turn_stops
+from sentiric_cli.serve.schemas import ResponsesBody
+from sentiric_cli.serve.shapes import sse
 
 router = APIRouter()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..logprobs import TokenLogprob
+from sentiric_cli.engine.logprobs import TokenLogprob
 
 
 def _piece(model, token: int) -> bytes:
@@ -22,7 +22,7 @@ def chat_logprobs(model, entries: list[TokenLogprob]) -> dict:
 
 def legacy_logprobs(model, entries: list[TokenLogprob], offset: int = 0) -> dict:
     """Completions' `logprobs`: tokens, token_logprobs, top_logprobs (dicts), text_offset."""
-    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     at = offset
     for tok, lp, top in entries:
         text = _piece(model, tok).decode("utf-8", errors="replace")

@@ -14,7 +14,7 @@ from functools import lru_cache
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..errors import SentiricError
+from sentiric_cli.errors import SentiricError
 
 
 def _raise(message: str):

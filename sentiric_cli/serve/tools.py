@@ -14,11 +14,12 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from .errors import BadRequest
-from .grammar import schema_rules
-from .messages import TURN_ENDS
-from .schemas import ChatBody
+from sentiric_cli.serve.errors import BadRequest
+from sentiric_cli.serve.grammar import schema_rules
+from sentiric_cli.serve.messages import TURN_ENDS
+from sentiric_cli.serve.schemas import ChatBody
 
 HERMES, GENERIC = "hermes", "generic"
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -59,10 +60,10 @@ def plan(body: ChatBody, template: str | None) -> ToolUse | None:
             tail = f' ("\\n"? "{end}")?' if end else ""
             grammar = f"root ::= {block}{more}{tail}\n" + conv.format_grammar()
         return ToolUse(HERMES, tools, grammar, None)
-    calls = {"type": "array", "items": one_call, "minItems": 1}
+    calls: dict[str, Any] = {"type": "array", "items": one_call, "minItems": 1}
     if not body.parallel_tool_calls:
         calls["maxItems"] = 1
-    schema = {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]}
+    schema: dict[str, Any] = {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]}
     if not required:
         schema = {"anyOf": [schema, {"type": "object", "properties": {"response": {"type": "string"}},
                                      "required": ["response"]}]}
@@ -118,7 +119,8 @@ def _whole_items(text: str) -> list:
         except ValueError:
             break
         items.append(item)
-        at = re.match(r"\s*,?\s*", text[at:]).end() + at
+        sep = re.match(r"\s*,?\s*", text[at:])  # always matches (it may be empty)
+        at += sep.end() if sep else 0
     return items
 
 

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from . import llama
-from .bundled import model_path
-from .engine import Engine, Piece, Record, Request
-from .errors import SentiricError
-from .longdoc import STRATEGIES, LongRecord, PhaseProgress, answer
-from .longdoc.mapreduce import CONFIDENT, record_dict
-from .prompt import INSTRUCTION, byte_offsets
-from .settings import load_settings
+from sentiric_cli.bundled import model_path
+from sentiric_cli.engine import bindings as llama
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.prompt import INSTRUCTION, byte_offsets
+from sentiric_cli.engine.types import Piece, Record, Request
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.longdoc import STRATEGIES, LongRecord, PhaseProgress, answer
+from sentiric_cli.longdoc.mapreduce import CONFIDENT, record_dict
+from sentiric_cli.settings import load_settings
 
 MAX_DOCUMENT = 1 << 30  # 1 GiB of text is far past any use; refuse before reading it into memory
 
@@ -69,7 +70,7 @@ def run(
                                               raw=raw, base=base, progress=progress), as_json, err, len(document or prompt))
         window = rec.window_record
         offsets = byte_offsets(engine.model, rec.tokens) if document and rec.strategy != "map" else None
-        cpu = engine.model.cpu.path
+        cpu = engine.cpu.path
     if as_json:
         out = {"answer": rec.answer, "strategy": rec.strategy, "threads": settings.threads,
                "record": _record_dict(window, offsets) if window else None, "longdoc": record_dict(rec),
@@ -77,7 +78,7 @@ def run(
         print(json.dumps(out, indent=2))
     else:
         sys.stdout.write("\n")
-        text = summary(window, offsets) if rec.strategy != "map" else map_summary(rec, settings.threads)
+        text = summary(window, offsets) if window is not None else map_summary(rec, settings.threads)
         err.print(text, markup=False, highlight=False, soft_wrap=True)
     if rec.finish_reason == "interrupted":
         raise typer.Exit(130)
@@ -125,7 +126,7 @@ def _stream(make_events, as_json: bool, err: Console, chars: int) -> LongRecord:
     """Show each phase's progress on stderr, the answer on stdout; Ctrl-C ends with what there is (exit 130)."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
-    tasks: dict[str, int] = {"tokenize": bar.add_task("tokenizing (characters)", total=max(chars, 1))}
+    tasks: dict[str, TaskID] = {"tokenize": bar.add_task("tokenizing (characters)", total=max(chars, 1))}
     events = make_events(lambda done, _total: bar.update(tasks["tokenize"], completed=done))
     record = None
     with bar:

@@ -1,13 +1,10 @@
 """Continuous batching: one thread owns the llama.cpp context; requests reach it through a queue.
 
-Each step builds one batch with the next token of every generating sequence plus prompt chunks of
-sequences still prefilling, and calls llama_decode once (Engine.step). A request takes the lowest free
-slot (a KV stream): llama.cpp decodes each run of consecutive KV streams in a step as a graph of its
-own, so busy slots kept together make one pass over the weights per step instead of one per run (4 rows
-in slots 1, 3, 5, 7 of the bundled model: 53 ms a step; in 0-3: 30 ms). A free slot's cache is kept:
-when it starts with the same tokens as a new prompt, that shared prefix is not read again (multi-turn
-chat does not re-read the history); held by another free slot, it is copied down first. Events go back
-to the asking coroutine through its event loop.
+The scheduler is policy and a bridge: admission (queue limit, n slots for n answers, draining), placement
+(placement.py: the lowest free slot, busy slots together: 4 rows in slots 1, 3, 5, 7 of the bundled model took
+53 ms a step, in 0-3 30 ms; a kept prefix not read again, so multi-turn chat does not re-read the history), the
+prefix cache (what each free slot holds), and the hand-over of events to each request's asyncio loop. The steps
+themselves are the engine's slot loop (engine/loop.py), the same one `sentiric run` uses.
 """
 
 from __future__ import annotations
@@ -18,20 +15,23 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .engine import Engine, Piece, Progress, Record, Request, Sequence
-from .errors import SentiricError
-
-# a free slot holding this many more of a prompt's first tokens than the lowest free slot is copied down to it:
-# the copy made the next step 1.7-3.6 ms longer on the bundled model (bench/slot_steps.py), where each token read
-# adds a row to a step (8 rows: 46-51 ms, 1 row: 14 ms); on the micro model it is 0.16 ms, a handful of its steps
-COPY_GAIN = 8
-
-
-class QueueFull(SentiricError):
-    pass
+from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.loop import SlotLoop
+from sentiric_cli.engine.sequence import Sequence
+from sentiric_cli.engine.types import Piece, Progress, Record, Request
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.serve.placement import COPY_GAIN, place  # noqa: F401 (COPY_GAIN: the tests' reference)
 
 
-class ShuttingDown(SentiricError):
+class Busy(Exception):
+    """Not the client's mistake: the server cannot take the request now (429 or 503)."""
+
+
+class QueueFull(Busy):
+    """Every slot is busy and `max_queue` requests wait: answered 429 with Retry-After."""
+
+
+class ShuttingDown(Busy):
     """The server is stopping: a request that did not get a slot is answered 503."""
 
 
@@ -68,8 +68,7 @@ class Scheduler:
         self.engine = engine
         self.max_queue = max_queue
         n = engine.ctx.n_seq_max
-        self.slots: list[tuple[Sequence, Job] | None] = [None] * n
-        self.reserved: set[int] = set()  # slots held for the copies of a prompt being read (Request.n)
+        self.loop: SlotLoop[Job] = SlotLoop(engine, errors_end_sequences=True)  # a failed decode ends its requests
         self.cached: list[list[int]] = [[] for _ in range(n)]  # tokens a free slot still holds from 0
         self.queue: deque[Job] = deque()
         self.outbox: dict[asyncio.AbstractEventLoop, list] = {}  # events not yet handed to their loop
@@ -91,16 +90,16 @@ class Scheduler:
         """Queue a request. At most `max_queue` requests wait beyond those a free slot takes (0: no waiting).
         internal: part of an accepted long-document request (a chunk), which keeps at most `threads` of them in
         flight: not counted against the queue limit, or a long document would 429 itself."""
-        if request.n > len(self.slots):
-            raise SentiricError(f"n={request.n} answers need {request.n} slots; this server has {len(self.slots)}",
+        total = len(self.loop.seqs)
+        if request.n > total:
+            raise SentiricError(f"n={request.n} answers need {request.n} slots; this server has {total}",
                                 "ask for fewer, or serve with more --threads")
         loop = asyncio.get_running_loop()
         job = Job(request, loop, asyncio.Queue(), stream=stream)
         with self.cv:
             if not self.accepting:
                 raise ShuttingDown("the server is shutting down")
-            taken = sum(s is not None for s in self.slots) + len(self.reserved)
-            waiting = sum(j.request.n for j in self.queue) + request.n - (len(self.slots) - taken)
+            waiting = sum(j.request.n for j in self.queue) + request.n - (total - self.loop.busy())
             if not internal and waiting > self.max_queue:
                 self.counters.rejected += 1
                 raise QueueFull(f"queue full ({self.max_queue} waiting)")
@@ -110,8 +109,8 @@ class Scheduler:
 
     def status(self) -> dict:
         with self.cv:
-            busy = sum(s is not None for s in self.slots) + len(self.reserved)
-            return {"total": len(self.slots), "busy": busy, "free": len(self.slots) - busy, "queue": len(self.queue)}
+            total, busy = len(self.loop.seqs), self.loop.busy()
+            return {"total": total, "busy": busy, "free": total - busy, "queue": len(self.queue)}
 
     def drain(self, timeout: float) -> None:
         """Stop accepting: waiting requests are answered 503 now, running ones get `timeout` seconds to finish and
@@ -127,7 +126,7 @@ class Scheduler:
         """Drain (if not draining already), wait for the cut, stop the thread: `timeout` plus one step at most."""
         self.drain(timeout)
         while self.status()["busy"] or self.status()["queue"]:
-            if time.monotonic() > self.deadline + 30:  # a decode that never returns: give up on it
+            if self.deadline is not None and time.monotonic() > self.deadline + 30:  # a decode that never returns: give up on it
                 break
             time.sleep(0.02)
         with self.cv:
@@ -144,9 +143,10 @@ class Scheduler:
             self.engine.measure_steps()
         finally:
             self.measured.set()
+        loop = self.loop
         while True:
             with self.cv:
-                while not self.stopping and not self.queue and not any(self.slots):
+                while not self.stopping and not self.queue and not loop.busy():
                     self.cv.wait()
                 if self.stopping:
                     break
@@ -156,40 +156,23 @@ class Scheduler:
                         self._send(job, ShuttingDown("the server is shutting down"))
                         self._send(job, None)
                 self._admit()
-            active = [pair for pair in self.slots if pair is not None]
             cut = self.deadline is not None and time.monotonic() >= self.deadline
-            for seq, job in active:
+            for seq, job in loop.occupied():
                 if (job.cancelled or cut) and not seq.done:
                     seq.finish("interrupted")
                     self.counters.cancelled += job.cancelled
-            running = [seq for seq, _ in active if not seq.done]
-            if running:
-                try:
-                    self.engine.step(running)
-                except Exception as e:  # a failed decode ends the requests in it, not the server
-                    for seq in running:
-                        seq.events.append(e)
-                        seq.finish("error")
-            for seq, job in active:  # n answers: place the prompt's copies in their reserved slots
-                for c in seq.forked:
-                    self.reserved.discard(c.id)
-                    self.cached[c.id] = []
-                    self.slots[c.id] = (c, job)
-                    job.running += 1
-                seq.forked = []
-            for slot, pair in enumerate(self.slots):
-                if pair is not None:
-                    self._dispatch(slot, *pair)
+            for seq, job in loop.step():
+                self._dispatch(seq, job)
             self._flush()
-        for slot, pair in enumerate(self.slots):
-            if pair is not None:
-                pair[0].finish("interrupted")
-                self._dispatch(slot, *pair)
+        loop.interrupt()
+        for seq, job in loop.occupied():
+            self._dispatch(seq, job)
         self._flush()
 
     def _admit(self) -> None:
+        loop = self.loop
         while self.queue:
-            free = [i for i, s in enumerate(self.slots) if s is None and i not in self.reserved]
+            free = loop.free()
             if len(free) < self.queue[0].request.n:  # in order: a request for n answers waits for n slots
                 return
             job = self.queue.popleft()
@@ -199,7 +182,9 @@ class Scheduler:
             prompt = job.request.head + job.request.body + job.request.tail
             slot, reuse = self._place(free, prompt)
             try:
-                seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=True)
+                # quiet: a non-streamed request wants only the record (the copies made for n answers inherit it)
+                seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=True, quiet=not job.stream,
+                               copies=[i for i in free if i != slot][:job.request.n - 1])
             except SentiricError as e:
                 self.engine.ctx.seq_rm(slot, -1, -1)
                 self.cached[slot] = []
@@ -207,36 +192,27 @@ class Scheduler:
                 self._send(job, None)
                 continue
             self.cached[slot] = []
-            seq.quiet = not job.stream  # the copies made for n answers inherit it
-            self.slots[slot] = (seq, job)
-            job.running = 1
-            seq.fork_slots = [i for i in free if i != slot][:job.request.n - 1]
-            self.reserved.update(seq.fork_slots)
+            job.running = job.request.n  # its copies take their reserved slots once the prompt is read
+            loop.place(seq, job)
 
     def _place(self, free: list[int], prompt: list[int]) -> tuple[int, int]:
-        """The slot a prompt runs in, always the lowest free one (busy slots together), and how many of its tokens
-        that slot already holds. When another free slot holds a longer start of it, that cache is copied down
-        first (llama_memory_seq_cp: one copy of the stream's buffer, less than reading the tokens again) and
-        the other slot keeps its own for later."""
-        ctx, low = self.engine.ctx, free[0]
-        # the last prompt token is always decoded: it gives the logits
-        keep = {i: self.engine.keepable(i, min(_shared(self.cached[i], prompt), len(prompt) - 1))
-                for i in free if self.cached[i]}
-        src = max(keep, key=keep.get, default=low)  # the first of equals: the lowest
-        reuse = keep.get(low, 0)
-        if keep.get(src, 0) - reuse >= COPY_GAIN:
+        """The slot a prompt runs in and how many of its tokens that slot holds (placement.py), made true in the
+        cache: a longer prefix copied down from another free slot, the rest of the slot's old cache dropped."""
+        ctx = self.engine.ctx
+        p = place(free, {i: self.cached[i] for i in free}, prompt, self.engine.keepable)
+        low, reuse = p.slot, p.reuse
+        if p.copy_from is not None:
             ctx.seq_rm(low, -1, -1)
-            ctx.seq_cp(src, low)
-            self.cached[low], reuse = self.cached[src], keep[src]
+            ctx.seq_cp(p.copy_from, low)
+            self.cached[low] = self.cached[p.copy_from]
             self.counters.copied_prefixes += 1
         if reuse < len(self.cached[low]) and not ctx.seq_rm(low, reuse, -1):  # drop the rest; keep the shared prefix
             ctx.seq_rm(low, -1, -1)
             reuse = 0
         return low, reuse
 
-    def _dispatch(self, slot: int, seq: Sequence, job: Job) -> None:
-        while seq.events:
-            ev = seq.events.pop(0)
+    def _dispatch(self, seq: Sequence, job: Job) -> None:
+        for ev in seq.take_events():
             if isinstance(ev, Record):
                 c = self.counters
                 c.requests += 1
@@ -249,14 +225,12 @@ class Scheduler:
                 continue  # the record carries the whole text
             self._send(job, ev)
         if seq.done:
-            seq.close()
-            job.running -= 1
-            if not job.running:
+            job.running -= 1 + len(seq.copies)  # copies it reserved but never made (done before its prompt was read)
+            if job.running <= 0:
                 self._send(job, None)  # end of stream
             with self.cv:
-                self.slots[slot] = None
-                self.cached[slot] = list(seq.toks)  # empty unless the cache was kept (no shift)
-                self.reserved.difference_update(seq.fork_slots)  # done before its prompt was read: not copied
+                self.cached[seq.id] = seq.cached_tokens  # empty unless the cache was kept (no shift)
+                self.loop.release(seq)
 
     def _send(self, job: Job, event) -> None:
         """Queue an event for its job's event loop; delivered by _flush, at most one wake-up per loop at a time."""
@@ -287,10 +261,3 @@ class Scheduler:
             job.events.put_nowait(event)
 
 
-def _shared(cached: list[int], prompt: list[int]) -> int:
-    n = 0
-    for a, b in zip(cached, prompt, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n

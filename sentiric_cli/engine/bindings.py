@@ -13,21 +13,21 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from llama_cpp import llama_cpp as C
 
-from . import keepgil as K
-from .cpupath import CpuPath, cpu_path, require_runnable
-from .doctokens import tokenize_document
-from .errors import SentiricError
-from .plan.shards import first_shard
-from .settings import Settings
-from .threadpool import ThreadPool, ThreadTuner, ggml_lib_dir
+from sentiric_cli.engine import keepgil as K
+from sentiric_cli.engine.compute_threads import ThreadPool, ThreadTuner, ggml_lib_dir
+from sentiric_cli.engine.doctokens import tokenize_document
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.shards import first_shard
+from sentiric_cli.settings import Settings
 
 _TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
           "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
-_log_state = {"verbose": False, "tail": deque(maxlen=20), "taps": []}
+_log_state: dict[str, Any] = {"verbose": False, "tail": deque(maxlen=20), "taps": []}
 
 
 @C.llama_log_callback
@@ -40,16 +40,30 @@ def _log(level, text, user):  # noqa: ARG001 - ctypes callback signature
         sys.stderr.write(line)
 
 
-C.llama_log_set(_log, ctypes.c_void_p(0))
-C.llama_backend_init()
+_ready = False
+
+
+def init_backend() -> None:
+    """llama.cpp's log callback and backend, once, when the first model or context is made (not at import: the
+    planner and the tests import this module without loading anything)."""
+    global _ready
+    if not _ready:
+        C.llama_log_set(_log, ctypes.c_void_p(0))
+        C.llama_backend_init()
+        _ready = True
 
 
 def set_verbose(verbose: bool) -> None:
     _log_state["verbose"] = verbose
 
 
+def log_enabled() -> bool:
+    return bool(_log_state["verbose"])
+
+
 def tap_log(lines: list[str]) -> None:
     """Also append llama.cpp's log lines to `lines` (llama.cpp has one global log callback: this is it)."""
+    init_backend()
     _log_state["taps"].append(lines)
 
 
@@ -114,31 +128,62 @@ def tensor_overrides(entries: list[str]):
     return arr
 
 
+def model_params(settings: Settings, extra_bufts: bool = False, no_alloc: bool = False):
+    """llama_model_params for the settings, and what must stay alive until the model is loaded (llama.cpp keeps
+    pointers to the tensor split and the overrides). extra_bufts: the CPU's repacked/AMX weight buffers (a CPU-path
+    choice: cpupath.py). no_alloc: place the tensors, allocate nothing (the planner's dry run)."""
+    init_backend()
+    mp = C.llama_model_default_params()
+    mp.n_gpu_layers = 10**6 if settings.gpu_layers < 0 else settings.gpu_layers
+    mp.use_mmap = settings.use_mmap
+    mp.use_extra_bufts = extra_bufts
+    mp.main_gpu = settings.main_gpu
+    if no_alloc:
+        mp.no_alloc = True
+        mp.load_mode = C.LLAMA_LOAD_MODE_NONE
+    keep: list = []
+    if settings.tensor_split:
+        n = C.llama_max_devices()
+        if len(settings.tensor_split) > n:
+            raise SentiricError(f"tensor_split has {len(settings.tensor_split)} entries; this llama.cpp takes at most {n}")
+        split = (ctypes.c_float * n)(*settings.tensor_split)
+        mp.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
+        keep.append(split)
+    overrides = tensor_overrides(settings.tensor_overrides)
+    if overrides is not None:
+        mp.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+        keep.append(overrides)
+    return mp, keep
+
+
+def context_params(settings: Settings, threads: int = 0, kv_unified: bool = False):
+    """llama_context_params: `threads` sequences (settings.threads) of context_size cells each, non-unified KV;
+    `threads` compute threads (0: none set, llama.cpp's default)."""
+    init_backend()
+    cp = C.llama_context_default_params()
+    cp.n_ctx = settings.context_size * settings.threads
+    cp.n_seq_max = settings.threads
+    cp.n_batch = settings.batch_size
+    cp.n_ubatch = settings.ubatch_size
+    cp.kv_unified = kv_unified
+    cp.flash_attn_type = 1 if settings.flash_attn else 0
+    cp.swa_full = settings.swa_full
+    cp.type_k = _TYPES[settings.cache_type_k]
+    cp.type_v = _TYPES[settings.cache_type_v]
+    cp.offload_kqv = settings.kv_offload
+    cp.op_offload = settings.op_offload
+    if threads:
+        cp.n_threads = cp.n_threads_batch = threads
+    return cp
+
+
 class Model:
-    def __init__(self, path: Path, settings: Settings) -> None:
-        mp = C.llama_model_default_params()
-        mp.n_gpu_layers = 10**6 if settings.gpu_layers < 0 else settings.gpu_layers
-        mp.use_mmap = settings.use_mmap
-        # AMX / repacked / plain weights: whatever a child process showed survives a decode here (cpupath.py)
-        self.cpu: CpuPath = require_runnable(cpu_path())
-        mp.use_extra_bufts = self.cpu.extra_bufts
-        mp.main_gpu = settings.main_gpu
-        self._split = None  # llama.cpp keeps a pointer to the split until the model is loaded: keep it alive
-        if settings.tensor_split:
-            n = C.llama_max_devices()
-            if len(settings.tensor_split) > n:
-                raise SentiricError(f"tensor_split has {len(settings.tensor_split)} entries; this llama.cpp takes "
-                                    f"at most {n}")
-            self._split = (ctypes.c_float * n)(*settings.tensor_split)
-            mp.tensor_split = ctypes.cast(self._split, ctypes.POINTER(ctypes.c_float))
-        self._overrides = tensor_overrides(settings.tensor_overrides)  # alive until the model is loaded
-        if self._overrides is not None:
-            mp.tensor_buft_overrides = ctypes.cast(self._overrides, ctypes.c_void_p)
-        if _log_state["verbose"]:
-            sys.stderr.write(f"sentiric: CPU path: {self.cpu.describe()}\n")
+    def __init__(self, path: Path, settings: Settings, extra_bufts: bool = False) -> None:
+        mp, keep = model_params(settings, extra_bufts)
         self.path = path
         # a split model loads from its first shard (llama.cpp refuses the others); the plan reads any
         self.handle = C.llama_model_load_from_file(str(first_shard(path)).encode(), mp)
+        del keep  # loaded: llama.cpp has copied what it needed
         if not self.handle:
             raise SentiricError(f"{path}: llama.cpp could not load the model ({_last_log()})",
                                 "check the file with `sentiric plan`; --verbose shows llama.cpp's log")
@@ -234,20 +279,8 @@ class Context:
     """One llama.cpp context: `threads` sequences of `context_size` cells each, non-unified KV."""
 
     def __init__(self, model: Model, settings: Settings) -> None:
-        cp = C.llama_context_default_params()
-        cp.n_ctx = settings.context_size * settings.threads
-        cp.n_seq_max = settings.threads
-        cp.n_batch = settings.batch_size
-        cp.n_ubatch = settings.ubatch_size
-        cp.kv_unified = False
-        cp.flash_attn_type = 1 if settings.flash_attn else 0
-        cp.swa_full = settings.swa_full
-        cp.type_k = _TYPES[settings.cache_type_k]
-        cp.type_v = _TYPES[settings.cache_type_v]
-        cp.offload_kqv = settings.kv_offload
-        cp.op_offload = settings.op_offload
         cores = compute_threads(settings.cpu_threads)
-        cp.n_threads = cp.n_threads_batch = cores
+        cp = context_params(settings, cores)
         cp.no_perf = True
         self.model = model
         self.handle = C.llama_init_from_model(model.handle, cp)
@@ -262,8 +295,9 @@ class Context:
         self.n_seq_max = settings.threads
         self.n_batch = C.llama_n_batch(self.handle)
         self._rows: dict[int, int] | None = None  # the last decode's batch row -> output row (Context.argmax)
-        self._greedy = None
-        self._outputs_addr, self._outputs_view = None, None
+        self._greedy: list[int] | None = None
+        self._outputs_addr: int | None = None
+        self._outputs_view: np.ndarray | None = None
         self.on_device = bool(C.llama_supports_gpu_offload())  # llama_decode may return before a GPU is done
 
     @property
@@ -316,6 +350,7 @@ class Context:
             buf = (ctypes.c_float * (self.n_seq_max * self.model.n_vocab)).from_address(addr)
             self._outputs_view = np.frombuffer(buf, dtype=np.float32).reshape(self.n_seq_max, self.model.n_vocab)
             self._outputs_addr = addr
+        assert self._outputs_view is not None
         return self._outputs_view
 
     def _logits(self, i: int) -> np.ndarray:  # a view into llama.cpp's buffer: valid until the next decode

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .doctokens import tokenize_document
-from .llama import Model
+from sentiric_cli.engine.bindings import Model
+from sentiric_cli.engine.doctokens import tokenize_document
 
 INSTRUCTION = "Read the document below, then answer the question."
 MARK = "\u2063SENTIRIC-DOCUMENT\u2063"  # invisible separator: cannot occur in the rendered template by accident

@@ -3,7 +3,7 @@
 llama.cpp built with -march=native compiles in every kernel the CPU advertises. Some virtual machines
 advertise AMX (and grant the kernel permission for it) but trap its tile instructions: the first
 decode then dies with SIGILL, which no process survives. So the question is asked once, in a child
-process (`python -m sentiric_cli.cpu_probe`), and the verdict is cached per machine and llama.cpp build:
+process (`python -m sentiric_cli.engine.cpu_probe`), and the verdict is cached per machine and llama.cpp build:
 
 1. the child loads a tiny model whose weights every extra buffer type (AMX, CPU_REPACK) takes, and
    decodes a batch and a single token with them: it survives -> "amx" or "repack", as llama.cpp chose;
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import SentiricError
+from sentiric_cli.errors import SentiricError
 
 PROBE_TIMEOUT_S = 180
 AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
@@ -57,7 +57,7 @@ class ProbeRun:
 
 def cpu_info() -> tuple[str, list[str]]:
     """(model name, flags) of the first CPU in /proc/cpuinfo; ("", []) where there is none."""
-    name, flags = "", []
+    name, flags = "", list[str]()
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -156,7 +156,7 @@ def amx_buffers_crash(run: Callable[[bool], ProbeRun] | None = None) -> str | No
 
 
 def run_probe_child(extra_bufts: bool) -> ProbeRun:
-    cmd = [sys.executable, "-m", "sentiric_cli.cpu_probe", "--extra-bufts" if extra_bufts else "--plain"]
+    cmd = [sys.executable, "-m", "sentiric_cli.engine.cpu_probe", "--extra-bufts" if extra_bufts else "--plain"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:

@@ -12,8 +12,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import SentiricError
-from .gguf_header import GGUFHeader, read_header
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.header import GGUFHeader, read_header
 
 _NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 

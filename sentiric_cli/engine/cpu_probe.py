@@ -1,4 +1,4 @@
-"""The child side of the CPU path probe (see cpupath.py): `python -m sentiric_cli.cpu_probe --extra-bufts|--plain`.
+"""The child side of the CPU path probe (see cpupath.py): `python -m sentiric_cli.engine.cpu_probe --extra-bufts|--plain`.
 
 Writes a tiny llama model whose weights are of every type llama.cpp's AMX and repack buffers take
 (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, F16; rows multiples of 256), loads it, prints the weight
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     extra = "--plain" not in argv
     from llama_cpp import llama_cpp as C
 
-    from .llama import tap_log
+    from sentiric_cli.engine.bindings import tap_log
 
     log: list[str] = []
     tap_log(log)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType
 
-from ..errors import SentiricError
+from sentiric_cli.errors import SentiricError
 
 SUPPORTED_VERSIONS = (2, 3)
 MAX_KEPT_ARRAY = 4096  # per-layer arrays are at most a few hundred long; the vocabulary is not kept

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..errors import SentiricError
-from .gguf_header import GGUFHeader, SkippedArray
+from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.header import GGUFHeader, SkippedArray
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class _Meta:
     """Typed access to `<arch>.*` keys that records where each value came from."""
 
     def __init__(self, header: GGUFHeader, arch: str) -> None:
-        self.md, self.arch, self.facts = header.metadata, arch, {}
+        self.md, self.arch = header.metadata, arch
+        self.facts: dict[str, Any] = {}
         self.where = str(header.path)
 
     def get(self, key: str, default=None, *, name: str | None = None, required: bool = False):
@@ -227,7 +229,7 @@ def model_info(header: GGUFHeader) -> ModelInfo:
     m.facts["n_layer"] = m.facts.pop("block_count")
     m.facts["n_embd"] = m.facts.pop("embedding_length")
     can_shift = not (rule.mrope or rule.recurrent)
-    name = md.get("general.name") if isinstance(md.get("general.name"), str) else header.path.stem
+    name = md["general.name"] if isinstance(md.get("general.name"), str) else header.path.stem
     return ModelInfo(
         arch=arch, name=name, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab, n_ctx_train=n_ctx_train or 0,
         n_head=n_head, n_head_kv=n_head_kv, head_k=head_k, head_v=head_v, swa=swa, n_swa=n_swa,

@@ -1,0 +1,186 @@
+"""One request's life in one KV stream: prefill in chunks, shift or recompute, generate.
+
+A Sequence is made of the parts that own its state: the KV window (window.KVWindow: prompt queue, cells,
+shifting), the token chooser (sampling.TokenChooser: sampler, logprobs), the text (text.TextStream: decoding,
+stop strings) and the tally behind its Record. Others read it through its methods; only the engine's
+step (fill, after_decode) and the slot loop (take_events, take_forks) drive it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sentiric_cli.engine.logprobs import TokenLogprob, log_softmax
+from sentiric_cli.engine.sampling import TokenChooser
+from sentiric_cli.engine.text import TextStream
+from sentiric_cli.engine.types import GENERATED, HEAD, TAIL, Event, Piece, Progress, Record, Request
+from sentiric_cli.engine.window import KVWindow
+
+if TYPE_CHECKING:
+    from sentiric_cli.engine.bindings import Batch
+    from sentiric_cli.engine.core import Engine
+
+
+@dataclass
+class Tally:
+    """What a Record reports beyond the window: time, answer tokens, the document's likelihood."""
+    t0: float = field(default_factory=time.perf_counter)
+    t_prefill: float | None = None  # when the first token was sampled: the prompt is read
+    generated: int = 0
+    scored: int = 0
+    nll: float = 0.0
+
+
+class Sequence:
+    """One request in one slot. quiet: no Piece/Progress events (a caller that wants only the record).
+    copies: slots reserved for the request's other n - 1 answers, filled by fork() once the prompt is read."""
+
+    def __init__(self, engine: Engine, seq_id: int, req: Request, reuse: int = 0, keep_cache: bool = False,
+                 quiet: bool = False, copies: list[int] | None = None) -> None:
+        self.e, self.id, self.req, self.keep_cache, self.quiet = engine, seq_id, req, keep_cache, quiet
+        prompt = [(t, HEAD) for t in req.head] + [(t, i) for i, t in enumerate(req.body)] + [(t, TAIL) for t in req.tail]
+        self.window = KVWindow(engine.ctx, seq_id, engine.shiftable, prompt, len(req.head), req.n_keep,
+                               req.shift_discard, req.max_tokens, reuse, req.score)
+        self.index = 0
+        self.copies = list(copies or [])
+        self._forked: list[Sequence] = []
+        self._events: list[Event | Exception] = []
+        self.done = False
+        self.finish_reason = ""
+        self.tally = Tally()
+        self._start_answer()
+
+    def _start_answer(self) -> None:
+        req = self.req
+        self.chooser = TokenChooser(req.sampling, self.e.model, req.trace, req.token_logprobs, req.top_logprobs)
+        top = self.chooser.top if req.top_logprobs >= 0 else None
+        self.text = TextStream(req.stop, top, None if self.quiet else self._piece)
+
+    def _piece(self, text: str, logprobs: list[TokenLogprob] | None) -> None:
+        self._events.append(Piece(text, self.index, logprobs))
+
+    # ---- read by the loop and the scheduler
+
+    @property
+    def generating(self) -> bool:
+        return self.tally.t_prefill is not None
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens this slot's cache still holds from position 0 (empty once cleared)."""
+        return list(self.window.toks)
+
+    def take_events(self) -> list[Event | Exception]:
+        out, self._events = self._events, []
+        return out
+
+    def take_forks(self) -> list[Sequence]:
+        out, self._forked = self._forked, []
+        return out
+
+    def fail(self, error: Exception) -> None:
+        """A decode failed: the error goes out as an event, then the record."""
+        self._events.append(error)
+        self.finish("error")
+
+    # ---- driven by Engine.step
+
+    def wants(self, budget: int) -> int:
+        return 0 if self.done else self.window.wants(budget)
+
+    def make_room(self, n: int) -> bool:
+        return self.window.make_room(n)
+
+    def fill(self, batch: Batch, n: int) -> None:
+        w = self.window
+        if n == 1 and self.tally.t_prefill is not None and len(w.pending) == 1:  # generating: the token just sampled
+            w.fill_one(batch)
+        else:
+            w.fill(batch, n, reading=self.tally.t_prefill is None)
+
+    def after_decode(self) -> None:
+        w = self.window
+        if w.to_score:
+            t = self.tally
+            for i, nxt in w.to_score:
+                t.nll -= float(log_softmax(self.e.ctx.logits(i))[nxt])
+                t.scored += 1
+            w.to_score = []
+        if w.logit_index is None:
+            if not self.quiet:
+                elapsed = time.perf_counter() - self.tally.t0
+                done = w.prefilled
+                self._events.append(Progress(done, w.prompt_total, w.shifts, done / elapsed if elapsed else 0.0))
+            return
+        if self.tally.t_prefill is None:
+            for i, slot in enumerate(self.copies, 1):  # the prompt is read: copy it, sample the same logits
+                self._forked.append(self.fork(slot, i))
+            self.copies = []
+        self._sample(w.logit_index)
+
+    def fork(self, slot: int, index: int) -> Sequence:
+        """Answer `index` of the same request in `slot`: the prompt's cache is copied (llama_memory_seq_cp, applied
+        by llama.cpp before the next decode), not read again; call right after the prompt's last decode."""
+        self.e.ctx.seq_cp(self.id, slot)
+        c = Sequence.__new__(Sequence)
+        c.e, c.id, c.keep_cache, c.quiet, c.index = self.e, slot, self.keep_cache, self.quiet, index
+        c.req = self.req.reading(self.req.head, self.req.body, self.req.tail, n=1,
+                                 sampling=self.req.sampling.for_answer(index))
+        c.window = self.window.copy_to(slot)
+        c.copies, c._forked, c._events, c.done, c.finish_reason = [], [], [], False, ""
+        c.tally = Tally(t0=self.tally.t0, scored=self.tally.scored, nll=self.tally.nll)
+        c._start_answer()
+        c._sample(self.window.logit_index)
+        return c
+
+    def _sample(self, idx: int | None) -> None:
+        assert idx is not None
+        t, w, model = self.tally, self.window, self.e.model
+        tok = self.chooser.choose(self.e.ctx, idx, len(self.text.text))
+        if t.t_prefill is None:
+            t.t_prefill = time.perf_counter()
+            self._events.append(Progress(w.prompt_total, w.prompt_total, w.shifts,
+                                         w.prompt_total / max(t.t_prefill - t.t0, 1e-9)))
+        if model.is_eog(tok):
+            return self.finish("stop")
+        t.generated += 1
+        if self.text.add(model.piece(tok)):
+            return self.finish("stop")
+        if t.generated >= self.req.max_tokens:
+            return self.finish("length")
+        w.pending.append((tok, GENERATED))
+
+    def finish(self, reason: str) -> None:
+        if self.done:
+            return
+        piece = self.e.model.piece
+        # the generated tokens; an end-of-generation token left out (it has no text)
+        self.text.finish([piece(t) for t in self.chooser.tokens[:self.tally.generated]] if self.text.lazy else [],
+                         stopped=reason == "stop")
+        self.done, self.finish_reason = True, reason
+        if not (self.keep_cache and self.window.path == "none"):  # a shifted window is no prefix of anything
+            self.window.clear()
+        self._events.append(self.record())
+
+    def record(self) -> Record:
+        now = time.perf_counter()
+        t, w, c, req = self.tally, self.window, self.chooser, self.req
+        t_pre = (t.t_prefill or now) - t.t0
+        t_gen = now - (t.t_prefill or now)
+        text = self.text.text
+        return Record(
+            prompt_tokens=w.prompt_total, head_tokens=len(req.head), document_tokens=len(req.body),
+            n_keep=w.n_keep, context_size=w.capacity, generated_tokens=t.generated,
+            finish_reason=self.finish_reason, path=w.path, shifts=w.shifts, evicted_tokens=w.evicted_count,
+            evicted_spans=list(w.evicted), kept_spans=w.kept_spans(),
+            recomputed_tokens=w.recomputed, reused_tokens=w.reused, max_fill=w.max_fill,
+            prefill_seconds=t_pre, prefill_tokens_per_s=(w.prompt_total - w.reused) / t_pre if t_pre else 0.0,
+            generation_tokens_per_s=t.generated / t_gen if t_gen > 0 else 0.0, text=text,
+            tokens=list(c.tokens), logits=c.trace, scored_tokens=t.scored, nll=t.nll,
+            token_logprobs=list(c.lps), logprobs=c.top.entries(0, c.top.before(len(text))),
+            index=self.index)
+
+    def close(self) -> None:
+        self.chooser.close()
