@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sentiric_cli.bundled import model_path
-from sentiric_cli.engine import bindings as llama
+from sentiric_cli.engine import llamalog
 from sentiric_cli.engine.core import Engine
 from sentiric_cli.engine.prompt import INSTRUCTION, byte_offsets
 from sentiric_cli.engine.types import Piece, Record, Request
@@ -62,7 +62,7 @@ def run(
     document = _read_document(file)
     if not document or settings.strategy == "window":
         settings.threads = 1  # one stream through one window: one KV stream, not THREADS of them
-    llama.set_verbose(verbose)
+    llamalog.set_verbose(verbose)
     err = Console(stderr=True)
     base = Request.from_settings(settings, [], stop=tuple(stop))
     with Engine(settings, model_path(settings.model)) as engine:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from llama_cpp import llama_cpp as C
 
-from sentiric_cli.engine.bindings import tap_log
+from sentiric_cli.engine.llamalog import tap_log
 from sentiric_cli.plan.memory import Shape
 
 MiB = 1024 * 1024

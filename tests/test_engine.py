@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import is_dataclass
+
 import numpy as np
 import pytest
 
@@ -268,7 +271,7 @@ def test_thread_tuner_leaves_a_core_only_when_the_step_is_cheap():
 
 
 def test_a_cheap_model_leaves_a_core_and_the_bundled_one_does_not(micro, bundled):
-    from sentiric_cli.engine.bindings import compute_threads
+    from sentiric_cli.engine.compute_threads import compute_threads
 
     cores = compute_threads(0)
     with Engine(Settings(context_size=512, threads=4), micro) as e:
@@ -316,3 +319,39 @@ def test_a_quiet_sequence_decodes_its_text_once_and_it_is_the_streamed_text(micr
         assert any("\ufffd" in t for t in texts[:-1])  # random weights: some byte tokens are no UTF-8
         assert texts[-1] == "h\u00e9llo" and quiet.finish_reason == "stop" and m.is_eog(quiet.tokens[-1])
         assert not run(Request(head=[m.bos], max_tokens=8, stop=("x",)), True)[0]  # a stop string reads the text
+
+
+def _mutable_fields(obj) -> dict:
+    names = getattr(type(obj), "__slots__", None) or vars(obj)
+    return {n: getattr(obj, n) for n in names
+            if isinstance(getattr(obj, n), list | dict | set | deque | bytearray) or is_dataclass(getattr(obj, n))}
+
+
+def test_a_fork_is_a_new_sequence_sharing_nothing_mutable_with_its_prompt(micro):
+    """Request.n: the prompt is read once and copied (Sequence.fork). Every part of a sequence that holds state (its
+    window, token chooser, text, tally) is a new object in the copy, and so is each list, dict or record inside them:
+    a field added to one of them that the fork would share fails here."""
+    with Engine(Settings(context_size=256, threads=3), micro) as e:
+        m = e.model
+        req = Request(head=[m.bos] + m.tokenize("Once upon a time"), max_tokens=6, token_logprobs=True, top_logprobs=2,
+                      sampling=SamplingParams(temperature=1.0, seed=3), n=3)
+        first = Sequence(e, 0, req, copies=[1, 2])
+        while not first.generating:
+            e.step([first])
+        forks = first.take_forks()
+        assert [(c.id, c.index, c.req.sampling.seed, c.req.n) for c in forks] == [(1, 1, 4, 1), (2, 2, 5, 1)]
+        for c in forks:
+            for part in ("window", "chooser", "text", "tally"):
+                mine, theirs = getattr(first, part), getattr(c, part)
+                assert mine is not theirs, part
+                shared = [n for n, v in _mutable_fields(mine).items() if _mutable_fields(theirs)[n] is v]
+                assert not shared, f"{part}: {shared} shared with the fork"
+            assert c.window.toks == first.window.toks and c.window.stats.reused == len(first.window.toks)
+        seqs = [first, *forks]
+        while not all(s.done for s in seqs):
+            e.step([s for s in seqs if not s.done])
+        records = [next(ev for ev in s.take_events() if isinstance(ev, Record)) for s in seqs]
+        for s in seqs:
+            s.close()
+    assert [r.index for r in records] == [0, 1, 2] and all(r.generated_tokens >= 1 for r in records)
+    assert all(len(r.token_logprobs) == len(r.tokens) for r in records)

@@ -7,7 +7,8 @@ import json
 import pytest
 from clirun import assert_user_error, run
 
-from sentiric_cli.engine.bindings import Model, tap_log
+from sentiric_cli.engine.bindings import Model
+from sentiric_cli.engine.llamalog import tap_log
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.modelinfo import model_info
 from sentiric_cli.gguf.shards import read_model

@@ -1,180 +1,27 @@
 """A thin layer over llama.cpp's C API (llama-cpp-python's ctypes bindings): model, context, batch.
 
 One model, one context holding `threads` sequences (n_seq_max = threads, one KV stream each).
-No policy here: the engine decides what to decode, keep and evict.
-llama.cpp's log is dropped unless verbose; the last lines are kept to explain a failure.
+No policy here: the engine decides what to decode, keep and evict; the parameters llama.cpp is asked for are
+params.py's, its log llamalog.py's.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
-import sys
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from llama_cpp import llama_cpp as C
 
 from sentiric_cli.engine import keepgil as K
-from sentiric_cli.engine.compute_threads import ThreadPool, ThreadTuner, ggml_lib_dir
+from sentiric_cli.engine.compute_threads import ThreadPool, ThreadTuner, compute_threads
 from sentiric_cli.engine.doctokens import tokenize_document
+from sentiric_cli.engine.llamalog import last_log
+from sentiric_cli.engine.params import context_params, model_params
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.shards import first_shard
 from sentiric_cli.settings import Settings
-
-_TYPES = {"f32": C.GGML_TYPE_F32, "f16": C.GGML_TYPE_F16, "bf16": 30, "q8_0": C.GGML_TYPE_Q8_0,
-          "q5_1": 7, "q5_0": 6, "q4_1": 3, "q4_0": C.GGML_TYPE_Q4_0, "iq4_nl": 20}
-_log_state: dict[str, Any] = {"verbose": False, "tail": deque(maxlen=20), "taps": []}
-
-
-@C.llama_log_callback
-def _log(level, text, user):  # noqa: ARG001 - ctypes callback signature
-    line = text.decode("utf-8", errors="replace")
-    _log_state["tail"].append(line)
-    for tap in _log_state["taps"]:
-        tap.append(line)
-    if _log_state["verbose"]:
-        sys.stderr.write(line)
-
-
-_ready = False
-
-
-def init_backend() -> None:
-    """llama.cpp's log callback and backend, once, when the first model or context is made (not at import: the
-    planner and the tests import this module without loading anything)."""
-    global _ready
-    if not _ready:
-        C.llama_log_set(_log, ctypes.c_void_p(0))
-        C.llama_backend_init()
-        _ready = True
-
-
-def set_verbose(verbose: bool) -> None:
-    _log_state["verbose"] = verbose
-
-
-def log_enabled() -> bool:
-    return bool(_log_state["verbose"])
-
-
-def tap_log(lines: list[str]) -> None:
-    """Also append llama.cpp's log lines to `lines` (llama.cpp has one global log callback: this is it)."""
-    init_backend()
-    _log_state["taps"].append(lines)
-
-
-def compute_threads(setting: int = 0) -> int:
-    """llama.cpp's compute threads: the setting, else one per physical core this process may run on (llama.cpp's
-    own default). SMT siblings of a busy core add little to the matrix work and would take the time the event
-    loop and the scheduler thread need; on this project's 2-core machines that is both cores (docs/settings.md)."""
-    if setting:
-        return setting
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    cores = set()
-    for cpu in allowed:
-        try:  # "0,16" or "0-1": the same text for every thread of one core
-            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
-        except OSError:
-            cores.add(str(cpu))
-    return max(1, len(cores))
-
-
-def _last_log() -> str:
-    lines = [x.strip() for x in _log_state["tail"] if x.strip()]
-    return lines[-1] if lines else "no message from llama.cpp"
-
-
-class _BuftOverride(ctypes.Structure):  # struct llama_model_tensor_buft_override (the bindings leave it untyped)
-    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
-
-
-def buffer_types() -> dict[str, int]:
-    """Buffer type name -> handle for every device this llama.cpp build has ("CPU", "CUDA0" ...), as
-    llama.cpp's --override-tensor looks them up."""
-    base = ctypes.CDLL(str(ggml_lib_dir() / "libggml-base.so"))
-    reg = ctypes.CDLL(str(ggml_lib_dir() / "libggml.so"))
-    reg.ggml_backend_dev_count.restype = ctypes.c_size_t
-    reg.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    reg.ggml_backend_dev_get.restype = ctypes.c_void_p
-    base.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
-    base.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
-    base.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
-    base.ggml_backend_buft_name.restype = ctypes.c_char_p
-    out = {}
-    for i in range(reg.ggml_backend_dev_count()):
-        buft = base.ggml_backend_dev_buffer_type(reg.ggml_backend_dev_get(i))
-        if buft:
-            out[base.ggml_backend_buft_name(buft).decode()] = buft
-    return out
-
-
-def tensor_overrides(entries: list[str]):
-    """A NULL-terminated llama_model_tensor_buft_override array for PATTERN=BUFFER entries (kept alive by
-    the caller until the model is loaded), or None."""
-    if not entries:
-        return None
-    types = buffer_types()
-    arr = (_BuftOverride * (len(entries) + 1))()
-    for i, entry in enumerate(entries):
-        pattern, _, name = entry.partition("=")
-        if name not in types:
-            raise SentiricError(f"tensor override {entry!r}: this llama.cpp has no buffer type {name!r}",
-                                "available: " + ", ".join(sorted(types)))
-        arr[i].pattern, arr[i].buft = pattern.encode(), types[name]
-    return arr
-
-
-def model_params(settings: Settings, extra_bufts: bool = False, no_alloc: bool = False):
-    """llama_model_params for the settings, and what must stay alive until the model is loaded (llama.cpp keeps
-    pointers to the tensor split and the overrides). extra_bufts: the CPU's repacked/AMX weight buffers (a CPU-path
-    choice: cpupath.py). no_alloc: place the tensors, allocate nothing (the planner's dry run)."""
-    init_backend()
-    mp = C.llama_model_default_params()
-    mp.n_gpu_layers = 10**6 if settings.gpu_layers < 0 else settings.gpu_layers
-    mp.use_mmap = settings.use_mmap
-    mp.use_extra_bufts = extra_bufts
-    mp.main_gpu = settings.main_gpu
-    if no_alloc:
-        mp.no_alloc = True
-        mp.load_mode = C.LLAMA_LOAD_MODE_NONE
-    keep: list = []
-    if settings.tensor_split:
-        n = C.llama_max_devices()
-        if len(settings.tensor_split) > n:
-            raise SentiricError(f"tensor_split has {len(settings.tensor_split)} entries; this llama.cpp takes at most {n}")
-        split = (ctypes.c_float * n)(*settings.tensor_split)
-        mp.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
-        keep.append(split)
-    overrides = tensor_overrides(settings.tensor_overrides)
-    if overrides is not None:
-        mp.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
-        keep.append(overrides)
-    return mp, keep
-
-
-def context_params(settings: Settings, threads: int = 0, kv_unified: bool = False):
-    """llama_context_params: `threads` sequences (settings.threads) of context_size cells each, non-unified KV;
-    `threads` compute threads (0: none set, llama.cpp's default)."""
-    init_backend()
-    cp = C.llama_context_default_params()
-    cp.n_ctx = settings.context_size * settings.threads
-    cp.n_seq_max = settings.threads
-    cp.n_batch = settings.batch_size
-    cp.n_ubatch = settings.ubatch_size
-    cp.kv_unified = kv_unified
-    cp.flash_attn_type = 1 if settings.flash_attn else 0
-    cp.swa_full = settings.swa_full
-    cp.type_k = _TYPES[settings.cache_type_k]
-    cp.type_v = _TYPES[settings.cache_type_v]
-    cp.offload_kqv = settings.kv_offload
-    cp.op_offload = settings.op_offload
-    if threads:
-        cp.n_threads = cp.n_threads_batch = threads
-    return cp
 
 
 class Model:
@@ -185,7 +32,7 @@ class Model:
         self.handle = C.llama_model_load_from_file(str(first_shard(path)).encode(), mp)
         del keep  # loaded: llama.cpp has copied what it needed
         if not self.handle:
-            raise SentiricError(f"{path}: llama.cpp could not load the model ({_last_log()})",
+            raise SentiricError(f"{path}: llama.cpp could not load the model ({last_log()})",
                                 "check the file with `sentiric plan`; --verbose shows llama.cpp's log")
         self.vocab = C.llama_model_get_vocab(self.handle)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
@@ -285,7 +132,7 @@ class Context:
         self.model = model
         self.handle = C.llama_init_from_model(model.handle, cp)
         if not self.handle:
-            raise SentiricError(f"llama.cpp could not create the context ({_last_log()})",
+            raise SentiricError(f"llama.cpp could not create the context ({last_log()})",
                                 "check the settings with `sentiric plan`")
         self.pool = ThreadPool(self.handle, cores) if settings.persistent_threads else None
         self.tuner = ThreadTuner(cores, fixed=settings.cpu_threads > 0)
@@ -322,7 +169,7 @@ class Context:
         self.tuner.observe(time.perf_counter() - t0, len(batch), n, prompt)
         if rc != 0:
             what = {1: "no KV slot free", 2: "aborted"}.get(rc, f"error {rc}")
-            raise RuntimeError(f"llama_decode failed: {what} ({_last_log()})")
+            raise RuntimeError(f"llama_decode failed: {what} ({last_log()})")
 
     def logits(self, i: int) -> np.ndarray:
         return self._logits(i).copy()

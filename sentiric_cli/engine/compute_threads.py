@@ -138,3 +138,19 @@ class ThreadTuner:
             self.spare = True
         elif self.spare and per_token > 2 * CHEAP_S_PER_TOKEN:
             self.spare = False
+
+
+def compute_threads(setting: int = 0) -> int:
+    """llama.cpp's compute threads: the setting, else one per physical core this process may run on (llama.cpp's
+    own default). SMT siblings of a busy core add little to the matrix work and would take the time the event
+    loop and the scheduler thread need; on this project's 2-core machines that is both cores (docs/settings.md)."""
+    if setting:
+        return setting
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        try:  # "0,16" or "0-1": the same text for every thread of one core
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))

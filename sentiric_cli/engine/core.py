@@ -18,8 +18,9 @@ import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
-from sentiric_cli.engine.bindings import Batch, Context, Model, log_enabled
+from sentiric_cli.engine.bindings import Batch, Context, Model
 from sentiric_cli.engine.cpupath import cpu_path, require_runnable
+from sentiric_cli.engine.llamalog import log_enabled
 from sentiric_cli.engine.loop import stream_many
 from sentiric_cli.engine.padding import StepCosts, pad
 from sentiric_cli.engine.sequence import Sequence

@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     extra = "--plain" not in argv
     from llama_cpp import llama_cpp as C
 
-    from sentiric_cli.engine.bindings import tap_log
+    from sentiric_cli.engine.llamalog import tap_log
 
     log: list[str] = []
     tap_log(log)

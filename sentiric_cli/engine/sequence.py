@@ -111,8 +111,8 @@ class Sequence:
         if w.logit_index is None:
             if not self.quiet:
                 elapsed = time.perf_counter() - self.tally.t0
-                done = w.prefilled
-                self._events.append(Progress(done, w.prompt_total, w.shifts, done / elapsed if elapsed else 0.0))
+                done = w.stats.prefilled
+                self._events.append(Progress(done, w.prompt_total, w.stats.shifts, done / elapsed if elapsed else 0.0))
             return
         if self.tally.t_prefill is None:
             for i, slot in enumerate(self.copies, 1):  # the prompt is read: copy it, sample the same logits
@@ -141,7 +141,7 @@ class Sequence:
         tok = self.chooser.choose(self.e.ctx, idx, len(self.text.text))
         if t.t_prefill is None:
             t.t_prefill = time.perf_counter()
-            self._events.append(Progress(w.prompt_total, w.prompt_total, w.shifts,
+            self._events.append(Progress(w.prompt_total, w.prompt_total, w.stats.shifts,
                                          w.prompt_total / max(t.t_prefill - t.t0, 1e-9)))
         if model.is_eog(tok):
             return self.finish("stop")
@@ -160,23 +160,23 @@ class Sequence:
         self.text.finish([piece(t) for t in self.chooser.tokens[:self.tally.generated]] if self.text.lazy else [],
                          stopped=reason == "stop")
         self.done, self.finish_reason = True, reason
-        if not (self.keep_cache and self.window.path == "none"):  # a shifted window is no prefix of anything
+        if not (self.keep_cache and self.window.stats.path == "none"):  # a shifted window is no prefix of anything
             self.window.clear()
         self._events.append(self.record())
 
     def record(self) -> Record:
         now = time.perf_counter()
-        t, w, c, req = self.tally, self.window, self.chooser, self.req
+        t, w, st, c, req = self.tally, self.window, self.window.stats, self.chooser, self.req
         t_pre = (t.t_prefill or now) - t.t0
         t_gen = now - (t.t_prefill or now)
         text = self.text.text
         return Record(
             prompt_tokens=w.prompt_total, head_tokens=len(req.head), document_tokens=len(req.body),
             n_keep=w.n_keep, context_size=w.capacity, generated_tokens=t.generated,
-            finish_reason=self.finish_reason, path=w.path, shifts=w.shifts, evicted_tokens=w.evicted_count,
-            evicted_spans=list(w.evicted), kept_spans=w.kept_spans(),
-            recomputed_tokens=w.recomputed, reused_tokens=w.reused, max_fill=w.max_fill,
-            prefill_seconds=t_pre, prefill_tokens_per_s=(w.prompt_total - w.reused) / t_pre if t_pre else 0.0,
+            finish_reason=self.finish_reason, path=st.path, shifts=st.shifts, evicted_tokens=st.evicted_count,
+            evicted_spans=list(st.evicted), kept_spans=w.kept_spans(),
+            recomputed_tokens=st.recomputed, reused_tokens=st.reused, max_fill=st.max_fill,
+            prefill_seconds=t_pre, prefill_tokens_per_s=(w.prompt_total - st.reused) / t_pre if t_pre else 0.0,
             generation_tokens_per_s=t.generated / t_gen if t_gen > 0 else 0.0, text=text,
             tokens=list(c.tokens), logits=c.trace, scored_tokens=t.scored, nll=t.nll,
             token_logprobs=list(c.lps), logprobs=c.top.entries(0, c.top.before(len(text))),

@@ -10,6 +10,7 @@ its passkey example one batch per chunk) keeps shifts rare while losing little r
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sentiric_cli.errors import SentiricError
@@ -60,11 +61,28 @@ def merge(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int,
     return out
 
 
+@dataclass
+class WindowStats:
+    """What a window went through, for the Record: how it read, shifted and evicted."""
+    reused: int = 0  # prompt tokens found in the slot's cache (a shared prefix), not read
+    prefilled: int = 0  # prompt tokens read so far (re-reads by the recompute path not counted)
+    max_fill: int = 0  # the largest fill, in cells
+    shifts: int = 0
+    recomputed: int = 0  # tokens read again by the recompute path
+    evicted_count: int = 0  # document tokens evicted
+    evicted: list[tuple[int, int]] = field(default_factory=list)  # their positions, as [start, end) spans
+    path: str = "none"  # "none" (it fit), "shift" or "recompute"
+
+
 class KVWindow:
     """One sequence's prompt queue and the tokens in its KV cells: read in chunks, shift or recompute, score.
 
     `pending` holds (token, source) pairs still to decode: the prompt, then each sampled token; `toks`/`srcs`
     mirror the cells (source: document position, or HEAD/TAIL/GENERATED). A fork is a copy (copy_to)."""
+
+    # the fields, by name: one set here and not in __init__ or copy_to is an error, not a silently shared attribute
+    __slots__ = ("ctx", "id", "shiftable", "fraction", "score", "capacity", "n_keep", "pending", "prompt_total", "chunk",
+                 "toks", "srcs", "stats", "logit_index", "to_score", "scored_src")
 
     def __init__(self, ctx: Context, seq_id: int, shiftable: bool, prompt: list[tuple[int, int]], head: int,
                  n_keep: int, discard: float, max_tokens: int, reuse: int = 0, score: bool = False) -> None:
@@ -83,23 +101,20 @@ class KVWindow:
             tok, src = self.pending.popleft()
             self.toks.append(tok)
             self.srcs.append(src)
-        self.reused = len(self.toks)
-        self.prefilled = self.max_fill = self.reused
-        self.shifts = self.recomputed = self.evicted_count = 0
-        self.path = "none"
-        self.evicted: list[tuple[int, int]] = []
+        self.stats = WindowStats(reused=len(self.toks), prefilled=len(self.toks), max_fill=len(self.toks))
         self.logit_index: int | None = None
         self.to_score: list[tuple[int, int]] = []  # (batch index, next document token) for this step
         self.scored_src = -1
 
     def copy_to(self, seq_id: int) -> KVWindow:
-        """The same window in another sequence (the caller copied the cells: llama_memory_seq_cp)."""
+        """The same window in another sequence (the caller copied the cells: llama_memory_seq_cp). Every field is
+        set here by name: a field added to __init__ and not here fails loudly in the copy, not shared silently."""
         c = KVWindow.__new__(KVWindow)
-        c.__dict__.update(self.__dict__)
-        c.id = seq_id
-        c.pending, c.toks, c.srcs, c.evicted = deque(self.pending), list(self.toks), list(self.srcs), list(self.evicted)
-        c.to_score = []
-        c.reused = len(c.toks)  # copied, not read
+        c.ctx, c.id, c.shiftable, c.fraction, c.score = self.ctx, seq_id, self.shiftable, self.fraction, self.score
+        c.capacity, c.n_keep, c.prompt_total, c.chunk = self.capacity, self.n_keep, self.prompt_total, self.chunk
+        c.pending, c.toks, c.srcs = deque(self.pending), list(self.toks), list(self.srcs)
+        c.stats = replace(self.stats, evicted=list(self.stats.evicted), reused=len(c.toks))  # copied, not read
+        c.logit_index, c.to_score, c.scored_src = self.logit_index, [], self.scored_src
         return c
 
     def wants(self, budget: int) -> int:
@@ -114,11 +129,11 @@ class KVWindow:
         d = discard(len(self.toks), n, self.capacity, self.n_keep, fraction)
         if not d:
             return False
-        k = self.n_keep
+        k, st = self.n_keep, self.stats
         gone = self.srcs[k:k + d]
-        self.evicted = merge(self.evicted, spans(gone))
-        self.evicted_count += sum(1 for s in gone if s >= 0)
-        self.shifts += 1
+        st.evicted = merge(st.evicted, spans(gone))
+        st.evicted_count += sum(1 for s in gone if s >= 0)
+        st.shifts += 1
         ctx = self.ctx
         if self.shiftable:
             if not ctx.seq_rm(self.id, k, k + d):
@@ -126,14 +141,14 @@ class KVWindow:
             ctx.seq_add(self.id, k + d, len(self.toks), -d)
             del self.toks[k:k + d]
             del self.srcs[k:k + d]
-            self.path = "shift"
+            st.path = "shift"
             return True
         kept = list(zip(self.toks[:k] + self.toks[k + d:], self.srcs[:k] + self.srcs[k + d:], strict=True))
         ctx.seq_rm(self.id, -1, -1)
         self.toks, self.srcs = [], []
         self.pending.extendleft(reversed(kept))
-        self.recomputed += len(kept)
-        self.path = "recompute"
+        st.recomputed += len(kept)
+        st.path = "recompute"
         return True
 
     def fill_one(self, batch: Batch) -> None:
@@ -142,8 +157,8 @@ class KVWindow:
         self.logit_index = batch.add(tok, len(self.toks), self.id, True)
         self.toks.append(tok)
         self.srcs.append(src)
-        if len(self.toks) > self.max_fill:
-            self.max_fill = len(self.toks)
+        if len(self.toks) > self.stats.max_fill:
+            self.stats.max_fill = len(self.toks)
 
     def fill(self, batch: Batch, n: int, reading: bool) -> None:
         """n queued tokens into the batch; logits for the last one (and, scoring, for each document token's
@@ -165,9 +180,10 @@ class KVWindow:
             srcs.append(src)
             if last:
                 self.logit_index = i
+        st = self.stats
         if reading:  # pending = re-reads queued by a recompute + the unread rest: re-reads don't count
-            self.prefilled = max(self.prefilled, self.prompt_total - len(pending))
-        self.max_fill = max(self.max_fill, len(toks))
+            st.prefilled = max(st.prefilled, self.prompt_total - len(pending))
+        st.max_fill = max(st.max_fill, len(toks))
 
     def clear(self) -> None:
         """Free the cells (a shifted window is no prefix of anything: nothing to keep)."""

@@ -26,7 +26,8 @@ from sentiric_cli.engine.loop import run_pool
 from sentiric_cli.engine.prompt import MARK, layout
 from sentiric_cli.engine.types import Piece, Progress, Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.longdoc.mapreduce import LongRecord, MapJob, Phase, Protocol, protocol
+from sentiric_cli.longdoc.mapreduce import LongRecord, MapJob, Phase
+from sentiric_cli.longdoc.protocol import Protocol, protocol
 
 STRATEGIES = ("auto", "window", "map")
 

@@ -147,7 +147,8 @@ def _child(job: dict) -> dict:
     """In the child: load with no_alloc, make the context (the engine's own parameter builders), return the log."""
     from llama_cpp import llama_cpp as C
 
-    from sentiric_cli.engine.bindings import context_params, model_params, tap_log
+    from sentiric_cli.engine.llamalog import tap_log
+    from sentiric_cli.engine.params import context_params, model_params
     from sentiric_cli.settings import Settings
 
     log: list[str] = []

@@ -9,7 +9,7 @@ import sys
 import typer
 
 from sentiric_cli.bundled import model_path
-from sentiric_cli.engine import bindings as llama
+from sentiric_cli.engine import llamalog
 from sentiric_cli.engine.core import Engine
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.modelinfo import model_info
@@ -83,7 +83,7 @@ def serve(
     except OSError as e:
         raise SentiricError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror or e})",
                             "choose another --port, or 0 for any free one") from None
-    llama.set_verbose(verbose)
+    llamalog.set_verbose(verbose)
     with Engine(settings, path) as engine:
         app = create_app(engine, settings, profile, model_id=path.stem)
         bound = sock.getsockname()[1]

@@ -18,7 +18,9 @@ from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 from llama_cpp import llama_cpp as C
 
-from sentiric_cli.engine.bindings import Batch, Model, _last_log, compute_threads
+from sentiric_cli.engine.bindings import Batch, Model
+from sentiric_cli.engine.compute_threads import compute_threads
+from sentiric_cli.engine.llamalog import last_log
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.serve.drive import server
 from sentiric_cli.serve.errors import BadRequest
@@ -55,7 +57,7 @@ class Embedder:
         cp.no_perf = True
         handle = C.llama_init_from_model(self.model.handle, cp)
         if not handle:
-            raise SentiricError(f"llama.cpp could not create the embedding context ({_last_log()})")
+            raise SentiricError(f"llama.cpp could not create the embedding context ({last_log()})")
         return handle
 
     def embed(self, tokens: list[int]) -> np.ndarray:
@@ -66,7 +68,7 @@ class Embedder:
                 self.batch.add(t, pos, 0, True)
             rc = C.llama_decode(self.handle, self.batch.raw)
             if rc != 0:
-                raise RuntimeError(f"llama_decode failed for an embedding: {rc} ({_last_log()})")
+                raise RuntimeError(f"llama_decode failed for an embedding: {rc} ({last_log()})")
             ptr = C.llama_get_embeddings_seq(self.handle, 0)
             v = np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float32)
         norm = float(np.linalg.norm(v))

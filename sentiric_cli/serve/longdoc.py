@@ -24,7 +24,8 @@ from sentiric_cli.engine.prompt import INSTRUCTION
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.longdoc import LongRecord, MapJob, Phase
-from sentiric_cli.longdoc.mapreduce import Protocol, protocol, record_dict
+from sentiric_cli.longdoc.mapreduce import record_dict
+from sentiric_cli.longdoc.protocol import Protocol, protocol
 from sentiric_cli.longdoc.strategies import one_read
 from sentiric_cli.serve.drive import build_request
 from sentiric_cli.serve.errors import BadRequest
@@ -133,42 +134,8 @@ async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
     progress: asyncio.Queue = asyncio.Queue()
     task = asyncio.ensure_future(long_answer(srv.scheduler, srv.model, question, body.sentiric.document, strategy,
                                              base, on_progress=lambda *p: progress.put_nowait(p)))
-
-    def choice(rec: LongRecord | None, last: bool) -> dict:
-        why = None if not last else ("length" if rec is not None and rec.finish_reason == "length" else "stop")
-        text = rec.answer if rec is not None and not (last and body.stream) else ""
-        if kind == "chat":
-            part = {"role": "assistant", "content": text} if not body.stream else ({} if last else {"content": text})
-            return {"index": 0, ("delta" if body.stream else "message"): part, "logprobs": None, "finish_reason": why}
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": why}
-
     if body.stream:
-        async def stream():
-            obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-            try:
-                if kind == "chat":
-                    yield sse({**head, "object": obj, "choices": [{"index": 0, "delta": {"role": "assistant"},
-                                                                   "logprobs": None, "finish_reason": None}]})
-                while not task.done():
-                    await asyncio.wait({task}, timeout=1.0)
-                    while not progress.empty():  # SSE comments: clients ignore them; they show the phases
-                        phase, done, total = progress.get_nowait()
-                        yield f": {phase} {done}/{total}\n\n"
-                try:
-                    rec = task.result()
-                except (SentiricError, Busy) as e:
-                    yield sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None,
-                                         "code": 400}})
-                    yield DONE
-                    return
-                yield sse({**head, "object": obj, "choices": [choice(rec, False)]})
-                yield sse({**head, "object": obj, "choices": [choice(rec, True)], "usage": usage(rec),
-                           "sentiric": record_json(rec)})
-                yield DONE
-                srv.latency.labels(f"{kind}_completions").observe(time.perf_counter() - t0)
-            finally:  # the client went away mid-stream: stop submitting chunks, cut the ones in flight
-                task.cancel()
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return StreamingResponse(_stream(srv, task, progress, head, kind, t0), media_type="text/event-stream")
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=0.5)
@@ -185,5 +152,41 @@ async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
         task.cancel()
     srv.latency.labels(f"{kind}_completions").observe(time.perf_counter() - t0)
     out = {**head, "object": "chat.completion" if kind == "chat" else "text_completion",
-           "choices": [choice(rec, True)], "usage": usage(rec), "sentiric": record_json(rec)}
+           "choices": [_choice(rec, True, kind, False)], "usage": usage(rec), "sentiric": record_json(rec)}
     return JSONResponse(out)
+
+
+def _choice(rec: LongRecord | None, last: bool, kind: str, stream: bool) -> dict:
+    why = None if not last else ("length" if rec is not None and rec.finish_reason == "length" else "stop")
+    text = rec.answer if rec is not None and not (last and stream) else ""
+    if kind == "chat":
+        part = {"role": "assistant", "content": text} if not stream else ({} if last else {"content": text})
+        return {"index": 0, ("delta" if stream else "message"): part, "logprobs": None, "finish_reason": why}
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": why}
+
+
+async def _stream(srv, task: asyncio.Future, progress: asyncio.Queue, head: dict, kind: str, t0: float):
+    """SSE: the phases as comments while the task runs, then the answer and a last chunk with the record."""
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    try:
+        if kind == "chat":
+            yield sse({**head, "object": obj, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                                           "logprobs": None, "finish_reason": None}]})
+        while not task.done():
+            await asyncio.wait({task}, timeout=1.0)
+            while not progress.empty():  # SSE comments: clients ignore them; they show the phases
+                phase, done, total = progress.get_nowait()
+                yield f": {phase} {done}/{total}\n\n"
+        try:
+            rec = task.result()
+        except (SentiricError, Busy) as e:
+            yield sse({"error": {"message": str(e), "type": "invalid_request_error", "param": None, "code": 400}})
+            yield DONE
+            return
+        yield sse({**head, "object": obj, "choices": [_choice(rec, False, kind, True)]})
+        yield sse({**head, "object": obj, "choices": [_choice(rec, True, kind, True)], "usage": usage(rec),
+                   "sentiric": record_json(rec)})
+        yield DONE
+        srv.latency.labels(f"{kind}_completions").observe(time.perf_counter() - t0)
+    finally:  # the client went away mid-stream: stop submitting chunks, cut the ones in flight
+        task.cancel()
