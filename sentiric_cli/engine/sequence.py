@@ -48,8 +48,10 @@ class Sequence:
         self._forked: list[Sequence] = []
         self._events: list[Event | Exception] = []
         self.done = False
+        self.generating = False  # the prompt is read: one token per step from now on
         self.finish_reason = ""
         self.tally = Tally()
+        self.make_room = self.window.make_room  # asked once per token per step: no frame of our own
         self._start_answer()
 
     def _start_answer(self) -> None:
@@ -62,10 +64,6 @@ class Sequence:
         self._events.append(Piece(text, self.index, logprobs))
 
     # ---- read by the loop and the scheduler
-
-    @property
-    def generating(self) -> bool:
-        return self.tally.t_prefill is not None
 
     @property
     def cached_tokens(self) -> list[int]:
@@ -88,17 +86,17 @@ class Sequence:
     # ---- driven by Engine.step
 
     def wants(self, budget: int) -> int:
-        return 0 if self.done else self.window.wants(budget)
-
-    def make_room(self, n: int) -> bool:
-        return self.window.make_room(n)
+        if self.done:
+            return 0
+        w = self.window
+        return min(len(w.pending), w.chunk, budget)
 
     def fill(self, batch: Batch, n: int) -> None:
         w = self.window
-        if n == 1 and self.tally.t_prefill is not None and len(w.pending) == 1:  # generating: the token just sampled
+        if n == 1 and self.generating and len(w.pending) == 1:  # generating: the token just sampled
             w.fill_one(batch)
         else:
-            w.fill(batch, n, reading=self.tally.t_prefill is None)
+            w.fill(batch, n, reading=not self.generating)
 
     def after_decode(self) -> None:
         w = self.window
@@ -114,7 +112,7 @@ class Sequence:
                 done = w.stats.prefilled
                 self._events.append(Progress(done, w.prompt_total, w.stats.shifts, done / elapsed if elapsed else 0.0))
             return
-        if self.tally.t_prefill is None:
+        if not self.generating:
             for i, slot in enumerate(self.copies, 1):  # the prompt is read: copy it, sample the same logits
                 self._forked.append(self.fork(slot, i))
             self.copies = []
@@ -129,7 +127,8 @@ class Sequence:
         c.req = self.req.reading(self.req.head, self.req.body, self.req.tail, n=1,
                                  sampling=self.req.sampling.for_answer(index))
         c.window = self.window.copy_to(slot)
-        c.copies, c._forked, c._events, c.done, c.finish_reason = [], [], [], False, ""
+        c.copies, c._forked, c._events, c.done, c.generating, c.finish_reason = [], [], [], False, False, ""
+        c.make_room = c.window.make_room
         c.tally = Tally(t0=self.tally.t0, scored=self.tally.scored, nll=self.tally.nll)
         c._start_answer()
         c._sample(self.window.logit_index)
@@ -139,14 +138,15 @@ class Sequence:
         assert idx is not None
         t, w, model = self.tally, self.window, self.e.model
         tok = self.chooser.choose(self.e.ctx, idx, len(self.text.text))
-        if t.t_prefill is None:
+        if not self.generating:
+            self.generating = True
             t.t_prefill = time.perf_counter()
             self._events.append(Progress(w.prompt_total, w.prompt_total, w.stats.shifts,
                                          w.prompt_total / max(t.t_prefill - t.t0, 1e-9)))
         if model.is_eog(tok):
             return self.finish("stop")
         t.generated += 1
-        if self.text.add(model.piece(tok)):
+        if not self.text.lazy and self.text.add(model.piece(tok)):  # lazy: decoded once, at the end
             return self.finish("stop")
         if t.generated >= self.req.max_tokens:
             return self.finish("length")

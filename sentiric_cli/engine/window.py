@@ -117,9 +117,6 @@ class KVWindow:
         c.logit_index, c.to_score, c.scored_src = self.logit_index, [], self.scored_src
         return c
 
-    def wants(self, budget: int) -> int:
-        return min(len(self.pending), self.chunk, budget)
-
     def make_room(self, n: int) -> bool:
         """Evict after the pinned head so n more tokens fit: shift in place, or clear and re-read.
         True when it did (a re-read queues the kept tokens in front: wants() changes)."""
