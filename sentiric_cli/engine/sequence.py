@@ -9,7 +9,7 @@ step (fill, after_decode) and the slot loop (take_events, take_forks) drive it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sentiric_cli.engine.logprobs import TokenLogprob, log_softmax
@@ -124,8 +124,7 @@ class Sequence:
         self.e.ctx.seq_cp(self.id, slot)
         c = Sequence.__new__(Sequence)
         c.e, c.id, c.keep_cache, c.quiet, c.index = self.e, slot, self.keep_cache, self.quiet, index
-        c.req = self.req.reading(self.req.head, self.req.body, self.req.tail, n=1,
-                                 sampling=self.req.sampling.for_answer(index))
+        c.req = replace(self.req, n=1, sampling=self.req.sampling.for_answer(index))  # the same prompt lists: not copied
         c.window = self.window.copy_to(slot)
         c.copies, c._forked, c._events, c.done, c.generating, c.finish_reason = [], [], [], False, False, ""
         c.make_room = c.window.make_room

@@ -21,9 +21,8 @@ class TextStream:
         self.lazy = send is None and not stop and top is None
 
     def add(self, piece: bytes) -> bool:
-        """A generated token's bytes; True when a stop string matched (the text ends before it)."""
-        if self.lazy:
-            return False
+        """A generated token's bytes (not called when lazy); True when a stop string matched (the text ends before
+        it)."""
         self.text += self.decoder.decode(piece)
         return self._emit()
 

@@ -80,7 +80,8 @@ class KVWindow:
     `pending` holds (token, source) pairs still to decode: the prompt, then each sampled token; `toks`/`srcs`
     mirror the cells (source: document position, or HEAD/TAIL/GENERATED). A fork is a copy (copy_to)."""
 
-    # the fields, by name: one set here and not in __init__ or copy_to is an error, not a silently shared attribute
+    # the fields, by name: an attribute not listed cannot be set, and one copy_to does not set fails when read (no
+    # field is silently shared with a fork)
     __slots__ = ("ctx", "id", "shiftable", "fraction", "score", "capacity", "n_keep", "pending", "prompt_total", "chunk",
                  "toks", "srcs", "stats", "logit_index", "to_score", "scored_src")
 

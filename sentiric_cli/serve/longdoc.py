@@ -71,7 +71,9 @@ async def run_many(scheduler: Scheduler, requests: list[Request], limit: int, on
     finally:
         for task in inflight:
             task.cancel()
-    return [r for r in out if r is not None]  # every one, once none is in flight
+    records = [r for r in out if r is not None]
+    assert len(records) == len(out)  # each task ended with its record or raised
+    return records
 
 
 async def drive(scheduler: Scheduler, steps: Protocol, slots: int, on_progress=None) -> LongRecord:
