@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/gpu_plan_bench.py
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/longdoc_eval.py --half test --record
 	$(BIN)/python bench/longdoc_bench.py
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/soak_bench.py

@@ -18,7 +18,8 @@ from sentiric_cli.engine.prompt import INSTRUCTION, byte_offsets
 from sentiric_cli.engine.types import Piece, Record, Request
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.longdoc import STRATEGIES, LongRecord, PhaseProgress, answer
-from sentiric_cli.longdoc.mapreduce import CONFIDENT, record_dict
+from sentiric_cli.longdoc.kinds import KINDS
+from sentiric_cli.longdoc.mapreduce import record_dict
 from sentiric_cli.settings import load_settings
 
 MAX_DOCUMENT = 1 << 30  # 1 GiB of text is far past any use; refuse before reading it into memory
@@ -39,6 +40,8 @@ def run(
     raw: bool = typer.Option(False, "--raw", help="Ignore the model's chat template: plain text."),
     strategy: str | None = typer.Option(None, "--strategy", "-s", help=f"Long documents: {' | '.join(STRATEGIES)} "
                                         "(auto: one read when it fits, else map; docs/run.md)."),
+    kind: str | None = typer.Option(None, "--kind", "-k", help=f"map: the question's kind, {' | '.join(KINDS)} "
+                                    "(default: from its wording; docs/run.md)."),
     threads: int | None = typer.Option(None, "--threads", "-t", min=1, max=256,
                                        help="map: chunks read at once (each its own KV window)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer + record) instead of streaming."),
@@ -54,6 +57,8 @@ def run(
         raise SentiricError("the prompt is empty", 'give a question, e.g. sentiric run -f doc.txt "What is the pass key?"')
     if strategy is not None and strategy not in STRATEGIES:
         raise SentiricError(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", "see docs/run.md")
+    if kind is not None and kind not in KINDS:
+        raise SentiricError(f"--kind {kind!r} is not one of {', '.join(KINDS)}", "see docs/run.md")
     overrides = {"model": model, "context_size": context, "max_tokens": max_tokens, "temperature": temperature,
                  "seed": seed, "n_keep": n_keep, "strategy": strategy, "threads": threads}
     if any(not s for s in stop):
@@ -67,7 +72,8 @@ def run(
     base = Request.from_settings(settings, [], stop=tuple(stop))
     with Engine(settings, model_path(settings.model)) as engine:
         rec = _stream(lambda progress: answer(engine, prompt, document, settings.strategy, instruction=instruction,
-                                              raw=raw, base=base, progress=progress), as_json, err, len(document or prompt))
+                                              raw=raw, base=base, progress=progress, kind=kind),
+                      as_json, err, len(document or prompt))
         window = rec.window_record
         offsets = byte_offsets(engine.model, rec.tokens) if document and rec.strategy != "map" else None
         cpu = engine.cpu.path
@@ -165,15 +171,20 @@ def _drain(events):
 
 
 def map_summary(r: LongRecord, threads: int) -> str:
-    parts = [f"map: {len(r.chunks)} chunks of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) from "
-             f"{r.document_tokens:,} document tokens, {threads} at a time"]
-    confident = [p for p in r.partials if p.confidence >= CONFIDENT]
-    parts.append(f"{len(confident)} confident partial answer{'s' if len(confident) != 1 else ''}")
+    what = "chunks" if r.kind == "overview" else "passages"
+    parts = [f"map ({r.kind}): {len(r.chunks)} {what} of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) "
+             f"from {r.document_tokens:,} document tokens, {threads} at a time"]
+    if r.kind != "overview":
+        said = [p for p in r.partials if p.verdict == "answer"]
+        parts.append(f"{len(r.partials)} read for an answer, {len(said)} supported")
     if r.found:
-        cites = ", ".join(f"chunk {c} = bytes {s:,}..{e:,}" for c, (s, e) in zip(r.cited_chunks, r.citations, strict=True))
-        parts.append(f"answer drew on {cites}; {r.reduce_rounds} reduce round{'s' if r.reduce_rounds != 1 else ''}")
+        cites = ", ".join(f"{what[:-1]} {c} = bytes {s:,}..{e:,}" for c, (s, e) in zip(r.cited_chunks, r.citations,
+                                                                                       strict=True))
+        parts.append(f"answer drew on {cites}")
+        if r.reduce_rounds:
+            parts.append(f"{r.reduce_rounds} reduce round{'s' if r.reduce_rounds != 1 else ''}")
     else:
-        parts.append("no chunk gave a confident answer")
+        parts.append("nothing in the document supported an answer")
     parts.append(", ".join(f"{p.name} {p.tokens_read:,} tokens read in {p.seconds:.1f} s" for p in r.phases))
     return "; ".join(parts)
 

@@ -4,58 +4,149 @@ for each round's requests, over a real tokenized document and the bundled model'
 from __future__ import annotations
 
 import pytest
-from needles import QUESTION, document, sentences_for
+from needles import QUESTION, document, documents, sentences_for
 
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.longdoc import NOT_FOUND, MapJob
+from sentiric_cli.longdoc.mapreduce import MIN_SUPPORT
 from sentiric_cli.longdoc.protocol import protocol
 from sentiric_cli.settings import Settings
 
 KEY = 48213
+WINDOW = 1024
 
 
-def _record(model: Model, text: str, lp: float = -0.01) -> Record:
-    tokens = model.tokenize(text)
+def _record(model: Model, text: str = "", nll: float = 0.0, scored: int = 0) -> Record:
+    tokens = model.tokenize(text) if text else []
     return Record(prompt_tokens=100, head_tokens=10, document_tokens=90, n_keep=10, context_size=256,
                   generated_tokens=len(tokens), finish_reason="stop", path="none", shifts=0, evicted_tokens=0,
                   evicted_spans=[], kept_spans=[], recomputed_tokens=0, reused_tokens=0, max_fill=100,
                   prefill_seconds=0.0, prefill_tokens_per_s=0.0, generation_tokens_per_s=0.0, text=text,
-                  tokens=tokens, token_logprobs=[lp] * len(tokens))
+                  tokens=tokens, token_logprobs=[-0.01] * len(tokens), nll=nll, scored_tokens=scored)
 
 
 @pytest.fixture(scope="module")
-def job(bundled):
-    model = Model(bundled, Settings())
-    text, at = document(sentences_for(model, 6 * 256), 0.5, KEY, seed=5)
-    job = MapJob(model, 256, QUESTION, model.tokenize(text), False, Request(head=[], max_tokens=16))
-    holder = next(c.index for c in job.chunks if c.byte_start <= at < c.byte_end)
-    yield model, job, holder
-    model.close()
+def model(bundled):
+    m = Model(bundled, Settings())
+    yield m
+    m.close()
 
 
-def test_a_confident_partial_answer_goes_through_one_reduce_to_the_answer_and_its_source(job):
-    model, job, holder = job
-    steps = protocol(job, [])
+def _job(model, question=QUESTION, keys=((0.5, KEY),), kind=None):
+    text, ats = documents(sentences_for(model, 6 * WINDOW), list(keys), seed=5)
+    job = MapJob(model, WINDOW, question, model.tokenize(text), False, Request(head=[], max_tokens=16), kind=kind)
+    holders = [next(c.index for c in job.chunks if c.byte_start <= at and at + 30 <= c.byte_end) for at in ats]
+    return job, holders, ats
+
+
+def _map(model, job, steps, relevant):
+    """The map round: every passage's question scored, the empty excerpt last; `relevant` passages make it likely."""
     first = next(steps)
-    assert first.name == "map" and len(first.requests) == len(job.chunks) > 3
-    assert all(r.sampling.temperature == 0 and r.token_logprobs and r.stop == ("\n",) for r in first.requests)
-    final = steps.send([_record(model, f" {KEY}" if i == holder else " none") for i in range(len(first.requests))])
-    assert final.name == "reduce 1" and len(final.requests) == 1
-    listing = b"".join(model.piece(t) for t in final.requests[0].body).decode()
-    assert listing == f"- {KEY} (part {holder + 1})\n"  # the confident answer, where it came from; not the "none"s
+    assert first.name == "map" and len(first.requests) == len(job.chunks) + 1 > 6
+    assert all(r.score and r.body == job.q_tokens and r.sampling.temperature == 0 for r in first.requests)
+    n = len(job.q_tokens)
+    return steps.send([_record(model, nll=(n * 1.0 if i in relevant else n * 4.0) if i < len(job.chunks) else n * 5.0,
+                               scored=n) for i in range(len(first.requests))])
+
+
+def test_a_quote_the_question_drives_is_the_answer_cited_by_its_sentence(model):
+    job, (holder,), (at,) = _job(model)
+    steps = protocol(job, [])
+    read = _map(model, job, steps, {holder})
+    assert read.name == "read" and len(read.requests) == 3 and job.selected()[0] == holder
+    assert job.relevance[holder] == pytest.approx(4.0) and all(r.stop == ("\n",) for r in read.requests)
+    # the holder quotes its key (and runs on); the others invent a number, or a phrase their passage lacks
+    said = [f" The pass key is {KEY}. Remember it. And more", " 12345", " the pass key"]
+    check = steps.send([_record(model, s) for s in said])
+    assert check.name == "check" and len(check.requests) == 1  # the one located quote, asked nothing in particular
+    verdicts = {i: p.verdict for i, p in job.partials.items()}
+    assert verdicts[holder] == "unsupported" and sorted(verdicts.values()) == ["unsupported", "unverified", "unverified"]
     with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, f" {KEY} (part {holder + 1})")])
+        n = len(check.requests[0].body)  # the quote's first tokens as written (the read said 0.01 nats each)
+        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n)])  # 6 nats less likely asked nothing in particular
     rec = end.value.value
-    assert rec.found and rec.answer == str(KEY) and rec.cited_chunks == [holder] and rec.reduce_rounds == 1
-    assert [p.name for p in rec.phases] == ["map", "reduce 1"]
+    assert rec.found and rec.answer == f"The pass key is {KEY}" and rec.cited_chunks == [holder]
+    (s, e), = rec.citations
+    assert s == at and e - s < 40  # the sentence that holds it, not the passage
+    assert [p.name for p in rec.phases] == ["map", "read", "check"] and rec.kind == "lookup"
+    assert job.partials[holder].support == pytest.approx(6.0 / n) and 6.0 / n > MIN_SUPPORT
 
 
-def test_no_confident_partial_answer_ends_after_the_map_with_not_found(job):
-    model, job, _ = job
+def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * 2)
+    with pytest.raises(StopIteration) as end:  # as likely with a neutral question: copied, not chosen
+        n = len(check.requests[0].body)
+        steps.send([_record(model, nll=n * 0.01 + 0.1, scored=n)])  # 0.01 per token asked (the read's): a copy
+    rec = end.value.value
+    assert check.name == "check" and not rec.found and rec.answer == NOT_FOUND and rec.citations == []
+
+
+def test_not_found_in_its_usual_forms_ends_after_the_read(model):
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, s) for s in (" none", " Not mentioned in the excerpt.", " N/A")])
+    rec = end.value.value
+    assert not rec.found and rec.answer == NOT_FOUND and [p.name for p in rec.phases] == ["map", "read"]
+    assert all(p.verdict == "none" for p in rec.partials)
+
+
+def test_a_list_is_the_union_of_its_distinct_supported_answers_in_document_order(model):
+    keys = ((0.2, 31877), (0.7, 90452))
+    job, holders, ats = _job(model, "What are the two pass keys?", keys)
+    assert job.kind == "list"
+    steps = protocol(job, [])
+    read = _map(model, job, steps, set(holders))
+    chosen = job.selected()
+    assert set(holders) <= set(chosen) and len(read.requests) == len(chosen)
+    said = {holders[0]: " The pass key is 31877 and 31878", holders[1]: " 90452"}  # one invents a second key
+    check = steps.send([_record(model, said.get(i, " none")) for i in chosen])
+    assert len(check.requests) == 2
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
+    rec = end.value.value
+    assert rec.answer == "The pass key is 31877; 90452" and rec.cited_chunks == holders
+    assert all(s <= at < e for (s, e), at in zip(rec.citations, ats, strict=True))
+
+
+def test_overview_collapses_the_chunks_summaries(model):
+    text, _ = document(sentences_for(model, 4 * WINDOW), 0.5, KEY, seed=5)
+    job = MapJob(model, WINDOW, "What is this document about?", model.tokenize(text), False,
+                 Request(head=[], max_tokens=16))
+    assert job.kind == "overview" and job.size > 700  # window-sized chunks, not passages
     steps = protocol(job, [])
     first = next(steps)
-    with pytest.raises(StopIteration) as end:  # a guess the excerpt does not contain has no confidence
-        steps.send([_record(model, " 12345", lp=-0.01) for _ in first.requests])
+    assert first.name == "map" and len(first.requests) == len(job.chunks) and not first.requests[0].score
+    final = steps.send([_record(model, f" the weather in part {i}") for i in range(len(first.requests))])
+    assert final.name == "reduce 1" and len(final.requests) == 1
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, " the weather in a valley.")])
     rec = end.value.value
-    assert not rec.found and rec.answer == NOT_FOUND and [p.name for p in rec.phases] == ["map"]
+    assert rec.found and rec.answer == "The document is about the weather in a valley." and rec.reduce_rounds == 1
+
+
+def test_yes_or_no_is_judged_against_the_models_prior_for_the_question(model):
+    """The passage makes "yes" likelier than "no" (-0.5 against -1.0), but with nothing to read the model says "yes"
+    far more readily (-0.2 against -2.0): the passage leans to "no", so the answer is no."""
+    job, (holder,), _ = _job(model, "Is the pass key a prime number?")
+    assert job.kind == "yesno"
+    steps = protocol(job, [])
+    read = _map(model, job, steps, {holder})
+    assert read.name == "read" and len(read.requests) == 2 and read.requests[1].body == []
+    yes, no = job._yes[0], job._no[0]
+
+    def said(y: float, n: float) -> Record:
+        r = _record(model, " yes")
+        r.logprobs = [(yes, y, ((yes, y), (no, n)))]
+        return r
+
+    with pytest.raises(StopIteration) as end:
+        steps.send([said(-0.5, -1.0), said(-0.2, -2.0)])
+    rec = end.value.value
+    assert rec.found and rec.answer.startswith("No, from: ") and rec.cited_chunks == [holder]
+    assert job.partials[holder].support == pytest.approx(-1.3)

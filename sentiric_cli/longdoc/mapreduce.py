@@ -1,11 +1,26 @@
-"""Map-reduce over one tokenized document, as data: MapJob makes the requests (a chunk's partial answer, a group's
-reduce) and reads their records (confidence, grounding, citations); protocol.py puts them in order.
+"""Map-reduce over one tokenized document, as data: MapJob makes each round's requests and reads their records;
+protocol.py puts the rounds in order. No I/O here.
+
+Facts (lookup, list, yes/no): the document is cut into passages of a few sentences.
+- map: every passage is read fresh with the question after it, scoring the question's tokens. Its relevance
+  is how much likelier the question is after the passage than after nothing (nats per question token): the
+  model's own baseline, per question, not a constant fitted to one model.
+- read: the most relevant passages are read with a quoting frame; each gives a short answer, trimmed to its
+  first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py).
+- check: a located quote's first tokens, as written, are scored again with a neutral question in place of
+  the user's. Its support is how much likelier the question made them (nats per token): a quote the model
+  copies whatever it is asked (the passage's first line, an invention that happens to match) gains nothing.
+- reduce, by kind: lookup, the best-supported answer (others shown as conflicts); list, the union of the
+  distinct supported answers; yes/no, from the most relevant passage. None supported: NOT_FOUND.
+Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
+within the window budget, and the last round writes the answer with the user's sampling.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 
@@ -13,30 +28,23 @@ from sentiric_cli.engine.prompt import MARK, frame
 from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.longdoc.chunks import split
+from sentiric_cli.longdoc import evidence, frames
+from sentiric_cli.longdoc.chunks import Chunk, split
+from sentiric_cli.longdoc.kinds import KINDS, detect
 
 NOT_FOUND = "The document does not seem to contain the answer."
-# Few-shot frames: base models follow a worked example far better than an instruction. Each chunk is read
-# as the excerpt of a third example; the reduce step combines one-line partial answers the same way.
-MAP_FRAME = ("Answer the question using only the excerpt. When the excerpt does not contain the answer, answer: none."
-             "\n\nQuestion: What is the name of the mayor?"
-             "\nExcerpt: The library opens at nine. The roof was repaired last year by the town."
-             "\nQuestion: What is the name of the mayor?\nAnswer: none"
-             "\n\nQuestion: When do the two trains leave?"
-             "\nExcerpt: The train leaves at 7:40 from platform 3. Tickets are sold at the door."
-             "\nQuestion: When do the two trains leave?\nAnswer: 7:40"
-             "\n\nQuestion: {question}\nExcerpt: {excerpt}\nQuestion: {question}")
-REDUCE_FRAME = ("Combine the partial answers, found in different parts of a document, into one answer to the question."
-                "\n\nQuestion: When do the trains leave?\nPartial answers:\n- 7:40 (part 2)\n- 9:15 (part 5)"
-                "\nAnswer: 7:40 and 9:15"
-                "\n\nQuestion: Who repaired the roof?\nPartial answers:\n- the town (part 1)\nAnswer: the town"
-                "\n\nQuestion: {question}\nPartial answers:\n{excerpt}")
-PARTIAL_TOKENS = 16  # a partial answer is short: a fact, a name, a number
-CONFIDENCE_TOKENS = 8  # confidence looks at an answer's first tokens: where a guess and a quote differ
-CONFIDENT = 0.6  # at which a partial answer counts; bundled model: quotes 0.68-0.97, guesses 0.43-0.53
+PASSAGE_TOKENS = 160  # a passage: a few sentences, what a small model reads well and a citation can point at
+PASSAGE_OVERLAP = 16  # a fact cut by one passage boundary is whole in the next passage
+READ_TOP = 3  # lookup: passages read for an answer, most relevant first
+LIST_TOP = 8  # list: at most this many passages read
+ANSWER_TOKENS = 32  # a partial answer: a quote, cut to its first sentence
+CHECK_TOKENS = 8  # support looks at a quote's first tokens: where a choice made for the question shows
+# a quote counts when the question makes it at least 50% likelier per token than a neutral question does: a
+# ratio between two readings of the same passage by the same model, not a probability fitted to one model
+MIN_SUPPORT = math.log(1.5)
+SUMMARY_TOKENS = 40
+TOP_LOGPROBS = 20  # yes/no: the first word's alternatives looked at
 MAX_OVERLAP = 64
-SHORT_WORDS = 4  # an answer this short is a quote (a number, a name) or a guess: it must be in its excerpt
-_NONE = ("none", "")
 
 
 @dataclass
@@ -49,30 +57,37 @@ class Phase:
 
 @dataclass
 class Partial:
-    chunk: int
+    chunk: int  # the passage (facts) or chunk (overview)
     token_span: tuple[int, int]
-    byte_span: tuple[int, int]
-    answer: str
-    confidence: float
+    byte_span: tuple[int, int]  # the passage's bytes in the document
+    answer: str  # the quote (the document's own words), a yes/no, or a summary; "" when it gave none
+    confidence: float  # 1 - e^-support: 0 for no supported answer (facts); the summary's mean token probability
+    relevance: float = 0.0  # nats per question token the passage adds to the question's likelihood
+    support: float = 0.0  # nats per token the question adds to the quote's likelihood (vs a neutral question)
+    verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words) | unsupported
+    evidence: str = ""  # the sentence that holds the quote
+    evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
 
 @dataclass
 class LongRecord:
     strategy: str  # what ran: "window", "single" (auto, it fit) or "map"
     answer: str
-    found: bool  # False: no chunk gave a confident answer
+    found: bool  # False: nothing in the document supported an answer
     document_tokens: int
     chunk_tokens: int = 0
     overlap_tokens: int = 0
-    chunks: list[tuple[int, int]] = field(default_factory=list)  # byte spans of every chunk
-    partials: list[Partial] = field(default_factory=list)
-    cited_chunks: list[int] = field(default_factory=list)  # chunks the answer drew on
-    citations: list[tuple[int, int]] = field(default_factory=list)  # their byte spans in the document
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # byte spans of every passage (or chunk)
+    partials: list[Partial] = field(default_factory=list)  # the passages read for an answer (or every chunk)
+    cited_chunks: list[int] = field(default_factory=list)  # passages the answer drew on
+    citations: list[tuple[int, int]] = field(default_factory=list)  # the evidence sentences' bytes in the document
     reduce_rounds: int = 0
     phases: list[Phase] = field(default_factory=list)
     finish_reason: str = "stop"
     window_record: Record | None = None  # the engine's record of the final (or only) read
     tokens: list[int] = field(default_factory=list, repr=False)  # the document's tokens (not reported)
+    kind: str = ""  # lookup | list | overview | yesno ("" for a single read)
+    conflicts: list[str] = field(default_factory=list)  # lookup: other supported answers, shown not hidden
 
 
 def record_dict(r: LongRecord) -> dict:
@@ -83,119 +98,244 @@ def record_dict(r: LongRecord) -> dict:
     return d
 
 
-def confidence(lps: list[float]) -> float:
-    """The model's own belief in an answer, from its tokens' probabilities.
-
-    The first token chooses what to say (a number, a name, "none": several candidates compete, so it is
-    unsure even when right); the next ones show whether the model is quoting the excerpt (near-certain)
-    or making it up (unsure all along). So: the geometric mean of tokens 2..CONFIDENCE_TOKENS, or of the
-    first token for a one-token answer. Later tokens of a long guess (12345678...) become predictable,
-    so they do not count.
-    """
-    lps = lps[1:CONFIDENCE_TOKENS] if len(lps) > 1 else lps
-    return math.exp(sum(lps) / len(lps)) if lps else 0.0
-
-
-_MARKER = re.compile(r"^(?:(?:and|or)\s+|\d{1,2}[.)]\s+|[-*]\s+)", re.IGNORECASE)  # "1. ", not "10007. "
-_PARTS = re.compile(r"[^,;]+?(?=\s*(?:,|;|\band\b|\bor\b|$))", re.IGNORECASE)
-
-
-def grounded(text: str, pieces: list[bytes], lps: list[float], excerpt: str) -> tuple[str, list[float]]:
-    """Keep the parts of a list-like answer ("A and B", "A, B") that the excerpt contains, when some do.
-
-    Asked for two facts, a chunk holding one answers with it and invents the other ("17145 and 27145"
-    where only 27145 is there). Parts found verbatim in the excerpt are kept, with the log-probabilities
-    of the tokens that wrote them (so the confidence is that of the quote). A short answer (a number, a
-    name) with no part in the excerpt is a guess: it gets no log-probabilities, so no confidence. A longer
-    one (a paraphrase, a summary) is left as it is.
-    """
-    stripped = text.strip()
-    lead = len(text) - len(text.lstrip())
-    spans: list[tuple[int, int, str]] = []
-    parts, exact = 0, True
-    for m in _PARTS.finditer(stripped):
-        part = m.group(0).strip().strip(".").strip()
-        if not part:
-            continue
-        parts += 1
-        word = _MARKER.sub("", part)  # "and 64390", "1. The pass key is 64390": the quote is after the marker
-        if word and word.lower() in excerpt.lower():
-            at = m.start() + m.group(0).find(word)
-            if all(w.lower() != word.lower() for _, _, w in spans):  # "31877 and 31877": once
-                spans.append((lead + at, lead + at + len(word), word))
-            exact = exact and word == part
-    if not spans and len(stripped.split()) <= SHORT_WORDS:
-        return stripped, []  # a short answer the excerpt does not contain is a guess: no confidence
-    if not spans or (len(spans) == parts and exact):
-        return stripped, lps
-    ends, at = [], 0  # each token's character span in the answer text
-    for p in pieces:
-        n = len(p.decode("utf-8", errors="replace"))
-        ends.append((at, at + n))
-        at += n
-    keep = [lp for (a, b), lp in zip(ends, lps, strict=False) if any(a < e and b > s for s, e, _ in spans)]
-    return " and ".join(w for _, _, w in spans), keep or lps
-
-
-# the protocol's own reads (partial answers, intermediate reduces): greedy, unconstrained, one answer, with each
-# token's probability (confidence); the user's sampling and grammar are for the answer only
-_OWN = dict(sampling=SamplingParams(), stop=("\n",), token_logprobs=True, n=1, top_logprobs=-1, trace=False,
-            score=False)
+# the protocol's own reads: greedy, one answer, no user grammar; the user's sampling is for a written answer only
+_OWN = dict(sampling=SamplingParams(), n=1, top_logprobs=-1, trace=False)
+_SCORE = dict(_OWN, max_tokens=1, score=True, token_logprobs=False, stop=())
 
 
 class MapJob:
     def __init__(self, model, window: int, prompt: str, tokens: list[int], raw: bool, base: Request,
-                 overlap: int = MAX_OVERLAP) -> None:
-        self.model, self.window, self.tokens, self.base = model, window, tokens, base
-        self.head, self.tail, self.templated = frame(model, MAP_FRAME.format(question=prompt, excerpt=MARK),
-                                                     "\nAnswer:", raw)
-        self.size = window - len(self.head) - len(self.tail) - PARTIAL_TOKENS - 1
-        if self.size < 64:
-            raise SentiricError(f"a {window}-token window leaves {max(self.size, 0)} tokens per chunk after the "
-                                "question", "raise the context size or shorten the question")
-        self.overlap = min(overlap, self.size // 8)
+                 overlap: int = MAX_OVERLAP, kind: str | None = None) -> None:
+        if kind is not None and kind not in KINDS:
+            raise SentiricError(f"unknown question kind {kind!r}", f"one of {', '.join(KINDS)}")
+        self.model, self.window, self.tokens, self.base, self.raw = model, window, tokens, base, raw
+        self.question = prompt
+        self.kind = kind or detect(prompt)
         pieces = [model.piece(t) for t in tokens]  # once: the chunk boundaries and the excerpts both need them
         offsets = list(accumulate((len(x) for x in pieces), initial=0))
         self.data = b"".join(pieces)
+        self.q_tokens = model.tokenize(" " + prompt.strip(), add_special=False)
+        if self.kind == "overview":
+            self.head, self.tail, _ = frame(model, frames.SUMMARY.format(excerpt=MARK), frames.SUMMARY_CUE, raw)
+            size = window - len(self.head) - len(self.tail) - SUMMARY_TOKENS - 1
+            size -= max(size, 0) // 16  # the normalized text the model reads may take a few more tokens
+            overlap = min(overlap, max(size, 0) // 8)
+        else:
+            cue = frames.ANSWER_CUE
+            self.head, self.tail = self._frame(frames.READ.format(question=prompt, excerpt=MARK), cue)
+            self.nhead, self.ntail = self._frame(frames.READ.format(question=frames.NEUTRAL, excerpt=MARK), cue)
+            room = window - max(len(self.head) + len(self.tail), len(self.nhead) + len(self.ntail)) - ANSWER_TOKENS
+            size = min(PASSAGE_TOKENS, room - 16)  # normalized text may take a few more tokens than the original
+            overlap = PASSAGE_OVERLAP
+        if size < 32:
+            raise SentiricError(f"a {window}-token window leaves {max(size, 0)} tokens per passage after the "
+                                "question", "raise the context size or shorten the question")
+        self.size, self.overlap = size, min(overlap, size // 8)
         self.chunks = split(offsets, self.data, self.size, self.overlap)
-        self.partials: list[Partial | None] = [None] * len(self.chunks)
-        self.question_words = _content(prompt)
-        self.rhead, self.rtail, _ = frame(model, REDUCE_FRAME.format(question=prompt, excerpt=MARK), "\nAnswer:", raw)
+        self.relevance: list[float] = []
+        spell = lambda words: sorted({t for w in words for t in model.tokenize(w, add_special=False)[:1]})  # noqa: E731
+        self._yes, self._no = spell([" yes", " Yes", "yes", "Yes"]), spell([" no", " No", "no", "No"])
+        self.partials: dict[int, Partial] = {}
+        self._checks: list[int] = []  # passages whose quote was located: the check round scores them
+        self._written: dict[int, list[int]] = {}  # their first tokens as written
+        self._asked: dict[int, list[float]] = {}  # and those tokens' log-probabilities, asked the user's question
+        self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
+                                                       frames.COLLAPSE_CUE, raw)
         # a base model would write on past its answer line into a new example: stop at the line's end
         self.final_stop = base.stop if self.templated else (*base.stop, "\n")
 
-    def map_requests(self) -> list[Request]:
-        """One greedy one-line partial answer per chunk, each chunk read fresh, with its tokens' probabilities."""
-        return [self.base.reading(self.head, self.tokens[c.start:c.end], self.tail, max_tokens=PARTIAL_TOKENS, **_OWN)
-                for c in self.chunks]
+    def _frame(self, content: str, cue: str) -> tuple[list[int], list[int]]:
+        """Head and tail around a passage. With a chat template the answer turn starts with the cue ("Answer:"), as
+        every worked example's answer does: the model answers in the examples' form, not by repeating the question."""
+        head, tail, templated = frame(self.model, content, cue, self.raw)
+        if templated:
+            tail = tail + self.model.tokenize(cue.strip(), add_special=False, parse_special=False)
+        return head, tail
 
-    def add_partial(self, i: int, rec: Record) -> Partial:
+    # ---- passages
+
+    def text(self, c: Chunk) -> str:
+        return self.data[c.byte_start:c.byte_end].decode("utf-8", errors="replace")
+
+    def _excerpt(self, c: Chunk) -> tuple[str, list[int]]:
+        return evidence.normalized(self.text(c))
+
+    def _tokens(self, c: Chunk) -> list[int]:
+        return self.model.tokenize(self._excerpt(c)[0], add_special=False)
+
+    def _bytes(self, c: Chunk, char: int) -> int:
+        """The document byte offset of a character of the passage's text."""
+        return c.byte_start + len(self.text(c)[:char].encode("utf-8", errors="replace"))
+
+    # ---- map: relevance of every passage
+
+    def map_requests(self) -> list[Request]:
+        """Facts: each passage then the question, the question's tokens scored; last, the question after an empty
+        excerpt (the baseline). Overview: each chunk's one-line summary."""
+        if self.kind == "overview":
+            return [self.base.reading(self.head, self._tokens(c), self.tail, max_tokens=SUMMARY_TOKENS,
+                                      stop=("\n",), token_logprobs=True, score=False, **_OWN) for c in self.chunks]
+        heads = [self._relevance_head(self._excerpt(c)[0]) for c in self.chunks] + [self._relevance_head("")]
+        return [self.base.reading(h, self.q_tokens, [], **_SCORE) for h in heads]
+
+    def _relevance_head(self, excerpt: str) -> list[int]:
+        return self.model.tokenize(frames.RELEVANCE.format(excerpt=excerpt), add_special=True)
+
+    def add_map(self, recs: list[Record]) -> None:
+        if self.kind == "overview":
+            for i, rec in enumerate(recs):
+                c = self.chunks[i]
+                lps = rec.token_logprobs
+                conf = round(math.exp(sum(lps) / len(lps)), 4) if lps else 0.0
+                text = evidence.first_sentence(rec.text)
+                self.partials[i] = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text, conf,
+                                           verdict="answer" if text else "none")
+            return
+        base = recs[-1].nll
+        self.relevance = [round((base - r.nll) / max(1, r.scored_tokens), 4) for r in recs[:-1]]
+
+    def selected(self) -> list[int]:
+        """The passages read for an answer: the most relevant; for a list, every one that stands out of the
+        document's own spread (above the midpoint between the median and the best), up to LIST_TOP."""
+        order = sorted(range(len(self.relevance)), key=lambda i: -self.relevance[i])
+        if self.kind == "yesno":
+            return order[:1]
+        if self.kind != "list":
+            return order[:READ_TOP]
+        med, top = statistics.median(self.relevance), self.relevance[order[0]]
+        standing = [i for i in order if self.relevance[i] >= (med + top) / 2]
+        return order[:max(READ_TOP, min(LIST_TOP, len(standing)))]
+
+    # ---- read: the answer each selected passage gives
+
+    def read_requests(self, chosen: list[int]) -> list[Request]:
+        """Facts: each chosen passage read for a quote. Yes/no: the passage, then an empty excerpt (the baseline),
+        each asked for one word, with the alternatives' log-probabilities."""
+        if self.kind == "yesno":
+            head, tail = self._frame(frames.YESNO.format(question=self.question, excerpt=MARK), frames.ANSWER_CUE)
+            return [self.base.reading(head, body, tail, max_tokens=1, stop=(), top_logprobs=TOP_LOGPROBS,
+                                      token_logprobs=False, score=False, sampling=SamplingParams(), n=1, trace=False)
+                    for body in (self._tokens(self.chunks[chosen[0]]), [])]
+        return [self.base.reading(self.head, self._tokens(self.chunks[i]), self.tail, max_tokens=ANSWER_TOKENS,
+                                  stop=("\n",), token_logprobs=True, score=False, **_OWN) for i in chosen]
+
+    def add_yesno(self, i: int, passage: Record, empty: Record) -> Partial:
+        """Yes or no: which the passage makes likelier than the model says with nothing to read (its prior for
+        this question), so a model that answers "yes" to everything does not answer "yes" here."""
         c = self.chunks[i]
-        excerpt = self.data[c.byte_start:c.byte_end].decode("utf-8", errors="replace")
-        raw = rec.text
-        if rec.finish_reason == "length":  # cut mid-sentence at the token limit: keep the complete sentences
-            ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", raw)]
-            raw = raw[:ends[-1]] if ends else raw
-        text, lps = grounded(raw, [self.model.piece(t) for t in rec.tokens], rec.token_logprobs, excerpt)
-        if len(text.split()) > SHORT_WORDS and not (_content(text) & self.question_words):
-            lps = []  # a long answer with not one word of the question: a copy of the excerpt, not an answer
-        conf = 0.0 if text.lower().strip(".") in _NONE else round(confidence(lps), 4)
-        p = self.partials[i] = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text, conf)
+        lean = self._yes_over_no(passage) - self._yes_over_no(empty)
+        p = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), "Yes" if lean > 0 else "No",
+                    round(1 / (1 + math.exp(-abs(lean))), 4), relevance=self.relevance[i], support=round(lean, 4),
+                    verdict="answer", evidence=_short(self._excerpt(c)[0]), evidence_span=(c.byte_start, c.byte_end))
+        self.partials[i] = p
         return p
 
-    def confident(self) -> list[Partial]:
-        return sorted((p for p in self.partials if p is not None and p.confidence >= CONFIDENT),
-                      key=lambda p: -p.confidence)
+    def _yes_over_no(self, rec: Record) -> float:
+        """log P(yes) - log P(no) for the first word, over its spellings among the top alternatives; a word with
+        no spelling there counts as the least likely of them."""
+        top = dict(rec.logprobs[0][2]) if rec.logprobs else {}
+        floor = min(top.values(), default=-30.0)
+
+        def lp(ids: list[int]) -> float:
+            vals = [top[t] for t in ids if t in top] or [floor]
+            m = max(vals)
+            return m + math.log(sum(math.exp(v - m) for v in vals))
+
+        return lp(self._yes) - lp(self._no)
+
+    def add_read(self, i: int, rec: Record) -> Partial:
+        c = self.chunks[i]
+        p = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), "", 0.0, relevance=self.relevance[i])
+        self.partials[i] = p
+        said = evidence.first_sentence(rec.text)
+        if evidence.not_found(said):
+            p.verdict = "none"
+            return p
+        excerpt, where = self._excerpt(c)
+        at = evidence.locate(said, excerpt)
+        if at is None:  # a list-like answer may hold a quote beside an invention: keep the longest part it holds
+            held = [a for a in (evidence.locate(x, excerpt) for x in evidence.parts(said)) if a is not None]
+            at = max(held, key=lambda a: a.end - a.start, default=None)
+        if at is None:
+            p.answer, p.verdict = said, "unverified"  # not in the passage: made up
+            return p
+        p.answer = excerpt[at.start:at.end]
+        if evidence.echoes(p.answer, self.question):
+            p.verdict = "echo"
+            return p
+        s, e = at.sentence
+        p.evidence = excerpt[s:e]
+        p.evidence_span = (self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1))
+        p.verdict = "unsupported"  # until the check round says otherwise
+        self._checks.append(i)
+        self._written[i] = rec.tokens[:CHECK_TOKENS]
+        self._asked[i] = rec.token_logprobs[:CHECK_TOKENS]
+        return p
+
+    # ---- check: does the question drive the quote?
+
+    def check_requests(self) -> list[Request]:
+        """One scoring per located quote: its first tokens, as written, after the passage with the neutral question.
+        (With the user's question, their log-probabilities came with the read.)"""
+        out = []
+        for i in self._checks:
+            c, tokens = self.chunks[i], self._written[i]
+            out.append(self.base.reading(self.nhead + self._tokens(c) + self.ntail, tokens, [], **_SCORE))
+        return out
+
+    def add_checks(self, recs: list[Record]) -> None:
+        for i, neutral in zip(self._checks, recs, strict=True):
+            p = self.partials[i]
+            asked = -sum(self._asked[i])
+            p.support = round((neutral.nll - asked) / max(1, neutral.scored_tokens), 4)
+            if p.support >= MIN_SUPPORT:
+                p.verdict = "answer"
+                p.confidence = round(1 - math.exp(-p.support), 4)
+
+    # ---- reduce
+
+    def supported(self) -> list[Partial]:
+        return [p for p in self.partials.values() if p.verdict == "answer" and p.answer]
+
+    def record(self, phases: list[Phase]) -> LongRecord:
+        """Facts: the answer by kind from the supported partial answers; none: NOT_FOUND."""
+        found = self.supported()
+        conflicts: list[str] = []
+        if not found:
+            answer, cited = NOT_FOUND, []
+        elif self.kind == "list":
+            cited = _distinct(sorted(found, key=lambda p: p.byte_span[0]))
+            answer = "; ".join(p.answer for p in cited)
+        elif self.kind == "yesno":
+            cited = found[:1]
+            answer = f"{cited[0].answer}, from: \"{cited[0].evidence}\""
+        else:
+            ranked = _distinct(sorted(found, key=lambda p: -p.relevance))  # the passage most about the question
+            cited, conflicts = ranked[:1], [p.answer for p in ranked[1:]]
+            answer = cited[0].answer + (f" (other passages say: {'; '.join(conflicts)})" if conflicts else "")
+        return self._record(answer, bool(found), phases, cited, conflicts)
+
+    def _record(self, answer: str, found: bool, phases: list[Phase], cited: list[Partial], conflicts: list[str],
+                rounds: int = 0, final: Record | None = None) -> LongRecord:
+        spans = [p.evidence_span or p.byte_span for p in cited]
+        return LongRecord("map", answer, found, len(self.tokens), self.size, self.overlap,
+                          [(c.byte_start, c.byte_end) for c in self.chunks],
+                          [self.partials[i] for i in sorted(self.partials)], [p.chunk for p in cited], spans, rounds,
+                          phases, final.finish_reason if final else "stop", final, self.tokens, self.kind, conflicts)
+
+    # ---- overview: collapse partial summaries in rounds
+
+    def summaries(self) -> list[Partial]:
+        return [self.partials[i] for i in sorted(self.partials) if self.partials[i].answer]
 
     def groups(self, items: list[Partial]) -> list[list[Partial]]:
-        """Partial answers in groups whose listing fits the reduce window."""
+        """Partial summaries in groups whose listing fits the collapse window."""
         room = self.window - len(self.rhead) - len(self.rtail) - min(self.base.max_tokens, self.window // 4) - 1
         groups: list[list[Partial]] = []
         cur: list[Partial] = []
         used = 0
         for p in items:
-            # each line tokenized once; their sum bounds the listing (which writes a repeated answer once)
-            n = len(self.model.tokenize(_listing([p])))
+            n = len(self.model.tokenize(_listing([p])))  # each line once; their sum bounds the listing
             if cur and used + n > room:
                 groups.append(cur)
                 cur, used = [], 0
@@ -208,27 +348,40 @@ class MapJob:
         body = self.model.tokenize(_listing(group))
         if final:  # the answer: the user's sampling, length and logprobs, one answer
             return self.base.reading(self.rhead, body, self.rtail, stop=self.final_stop, n=1)
-        return self.base.reading(self.rhead, body, self.rtail, max_tokens=PARTIAL_TOKENS * 2, **_OWN)
+        return self.base.reading(self.rhead, body, self.rtail, max_tokens=SUMMARY_TOKENS * 2, stop=("\n",),
+                                 token_logprobs=False, score=False, **_OWN)
 
     @staticmethod
     def merged(group: list[Partial], rec: Record) -> Partial:
-        """An intermediate round's answer stands for its group (labelled with the group's first chunk)."""
+        """An intermediate round's summary stands for its group (labelled with the group's first chunk)."""
         span = (min(p.byte_span[0] for p in group), max(p.byte_span[1] for p in group))
         return Partial(group[0].chunk, (group[0].token_span[0], group[-1].token_span[1]), span, clean(rec.text),
-                       max(p.confidence for p in group))
+                       max(p.confidence for p in group), verdict="answer")
 
-    def record(self, answer: str, phases: list[Phase], rounds: int = 0, final: Record | None = None) -> LongRecord:
-        confident = self.confident()
-        found = bool(confident) and final is not None
-        cited = cited_partials(answer, confident) if found else []
-        return LongRecord("map", answer, found, len(self.tokens), self.size, self.overlap,
-                          [(c.byte_start, c.byte_end) for c in self.chunks], [p for p in self.partials if p],
-                          [p.chunk for p in cited], [p.byte_span for p in cited], rounds, phases,
-                          final.finish_reason if final else "stop", final, self.tokens)
+    def overview_record(self, answer: str, phases: list[Phase], rounds: int, final: Record | None) -> LongRecord:
+        cited = self.summaries()
+        text = f"{frames.ABOUT} {answer.strip()}" if answer.strip() else NOT_FOUND
+        return self._record(text, bool(answer.strip()), phases, cited, [], rounds, final)
+
+
+def _distinct(ps: list[Partial]) -> list[Partial]:
+    """Each answer once: one whose words another kept answer already holds (or holds all of) is the same fact."""
+    kept: list[Partial] = []
+    for p in ps:
+        mine = {w for w, _, _ in evidence.words(p.answer)}
+        same = next((k for k in kept if mine <= (theirs := {w for w, _, _ in evidence.words(k.answer)})
+                     or theirs <= mine), None)
+        if same is None:
+            kept.append(p)
+    return kept
+
+
+def _short(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " ..."
 
 
 def _listing(ps: list[Partial]) -> str:
-    """One line per distinct answer, with the parts it came from (the same answer from several parts once)."""
+    """One line per distinct summary, with the parts it came from."""
     parts: dict[str, list[int]] = {}
     for p in sorted(ps, key=lambda p: p.chunk):
         parts.setdefault(p.answer, []).append(p.chunk + 1)
@@ -242,26 +395,3 @@ _PART_LABEL = re.compile(r"\s*\(parts? [\d, ]+\)")
 def clean(text: str) -> str:
     """The answer without the part labels a base model may copy from the listing (the record keeps sources)."""
     return _PART_LABEL.sub("", text).strip()
-
-
-_STOP = set("""what which who whom whose when where why how the and for are was were is be been this that these those
-with from into onto about does did do has have had its it's their there they them than then not but you your our
-any all can could would should will shall may might must""".split())
-
-
-def _content(text: str) -> set[str]:
-    """Content words (3+ letters, not a function word), lower case, for the question-relevance check."""
-    return {w for w in _words(text) if not w.isdigit() and w not in _STOP}
-
-
-def _words(text: str) -> set[str]:
-    words = (w.strip(".,;:!?\"'()[]").lower() for w in text.split())
-    return {w for w in words if len(w) >= 3 or w.isdigit()}
-
-
-def cited_partials(text: str, confident: list[Partial]) -> list[Partial]:
-    """The partial answers the final answer drew on: those sharing a distinctive word with it; else the best."""
-    answer = _words(text)
-    shared = set.intersection(*(_words(p.answer) for p in confident)) if len(confident) > 1 else set()
-    hits = [p for p in confident if (_words(p.answer) - shared) & answer]
-    return sorted(hits or confident[:1], key=lambda p: p.chunk)

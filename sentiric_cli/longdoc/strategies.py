@@ -2,13 +2,12 @@
 
 - window: the whole document streams through one shifting window (the engine as it is): memory is
   bounded, but the answer comes from what is left in the window at the end.
-- map: the document is split into chunks that fit the window (chunks.py). Each chunk is read fresh,
-  with the question, in its own sequence, `threads` at a time in one context (continuous batching: a
-  finished chunk's slot takes the next one). Each gives a short partial answer and a confidence from
-  the model's own token probabilities (mapreduce.py). A reduce step reads the question with the
-  confident partial answers (and where each came from) and writes the answer, in rounds when they do
-  not fit one window. No confident partial answer: the answer says the document does not seem to
-  contain it.
+- map: the document is split into passages (chunks.py), each read fresh in its own sequence, `threads` at
+  a time in one context (continuous batching: a finished passage's slot takes the next one). How they are
+  read and combined depends on the question's kind (kinds.py: lookup, list, yes/no, overview; mapreduce.py):
+  facts come as quotes located in their passage and checked against the model's own baseline, cited by
+  sentence; an overview collapses the chunks' summaries in rounds. Nothing supported: the answer says the
+  document does not seem to contain it.
 - auto: one read when prompt + document fit the window, map when they do not.
 
 Yields progress (PhaseProgress) and the answer's text (engine.Piece), then one LongRecord.
@@ -40,11 +39,12 @@ class PhaseProgress:
 
 
 def answer(engine: Engine, prompt: str, document: str | None, strategy: str = "auto", *, instruction: str,
-           raw: bool = False, base: Request | None = None, progress=None) -> Iterator:
+           raw: bool = False, base: Request | None = None, progress=None, kind: str | None = None) -> Iterator:
     """Answer `prompt` over `document`; yields PhaseProgress and Piece events, then one LongRecord.
 
-    base: the sampling settings and answer length of the answer. A bare prompt (no document) streams
-    through the window whatever the strategy. progress(chars, total) reports tokenization.
+    base: the sampling settings and answer length of the answer. kind: the question's kind (None: from its
+    wording). A bare prompt (no document) streams through the window whatever the strategy. progress(chars,
+    total) reports tokenization.
     """
     if strategy not in STRATEGIES:
         raise SentiricError(f"unknown strategy {strategy!r}", f"one of {', '.join(STRATEGIES)}")
@@ -61,7 +61,7 @@ def answer(engine: Engine, prompt: str, document: str | None, strategy: str = "a
     if req is not None:
         yield from _read(engine, req, "window" if strategy == "window" else "single", tokens, phases)
         return
-    yield from _map(engine, MapJob(engine.model, window, prompt, tokens, raw, base), phases)
+    yield from _map(engine, MapJob(engine.model, window, prompt, tokens, raw, base, kind=kind), phases)
 
 
 def one_read(model, window: int, prompt: str, tokens: list[int], strategy: str, instruction: str, raw: bool,

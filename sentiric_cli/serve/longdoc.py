@@ -1,6 +1,6 @@
 """Long-document strategies for API users: the `sentiric` extension of a request body, run through the scheduler.
 
-    {"messages": [...], "sentiric": {"document": "<text of any length>", "strategy": "auto"}}
+    {"messages": [...], "sentiric": {"document": "<text of any length>", "strategy": "auto", "kind": "list"}}
 
 The question is the last user message (or the completion prompt); the document travels apart from it so
 that `map` can read it in chunks with the question pinned before each. Other servers ignore the field.
@@ -92,7 +92,7 @@ async def drive(scheduler: Scheduler, steps: Protocol, slots: int, on_progress=N
 
 
 async def long_answer(scheduler: Scheduler, model, question: str, document: str, strategy: str, base: Request,
-                      raw: bool = False, on_progress=None) -> LongRecord:
+                      raw: bool = False, on_progress=None, kind: str | None = None) -> LongRecord:
     window = scheduler.engine.ctx.n_ctx_seq
     slots = scheduler.engine.ctx.n_seq_max
     t0 = time.perf_counter()
@@ -105,7 +105,7 @@ async def long_answer(scheduler: Scheduler, model, question: str, document: str,
         phases.append(Phase("read", rec.prompt_tokens, rec.generated_tokens, time.perf_counter() - t0))
         return LongRecord("window" if strategy == "window" else "single", rec.text, True, len(tokens), phases=phases,
                           finish_reason=rec.finish_reason, window_record=rec)
-    job = await asyncio.to_thread(MapJob, model, window, question, tokens, raw, base)
+    job = await asyncio.to_thread(MapJob, model, window, question, tokens, raw, base, kind=kind)
     return await drive(scheduler, protocol(job, phases), slots, on_progress)
 
 
@@ -135,7 +135,8 @@ async def serve_long(http: HTTPRequest, srv, body, question: str, kind: str):
     head = {"id": rid, "created": int(time.time()), "model": srv.model_id}
     progress: asyncio.Queue = asyncio.Queue()
     task = asyncio.ensure_future(long_answer(srv.scheduler, srv.model, question, body.sentiric.document, strategy,
-                                             base, on_progress=lambda *p: progress.put_nowait(p)))
+                                             base, on_progress=lambda *p: progress.put_nowait(p),
+                                             kind=body.sentiric.kind))
     if body.stream:
         return StreamingResponse(_stream(srv, task, progress, head, kind, t0), media_type="text/event-stream")
     try:

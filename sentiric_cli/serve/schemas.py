@@ -71,6 +71,7 @@ class LongDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document: str = Field(min_length=1)
     strategy: Literal["auto", "window", "map"] | None = None
+    kind: Literal["lookup", "list", "overview", "yesno"] | None = None  # None: from the question's wording
 
 
 class StreamOptions(_Loose):
