@@ -80,8 +80,8 @@ def locate(quote: str, passage: str) -> Located | None:
         return None
     pw = [w for w, _, _ in p]
     best: tuple[float, int, int] | None = None
-    firsts = {i for i, w in enumerate(pw) if w in set(q[:3])}  # a quote starts within its first words
-    for i in sorted(firsts):
+    starts = set(q[:3])  # a quote starts within its first words
+    for i in (i for i, w in enumerate(pw) if w in starts):
         window = pw[i:i + len(q) + 3 + len(q) // 2]
         sm = SequenceMatcher(None, q, window, autojunk=False)
         blocks = [b for b in sm.get_matching_blocks() if b.size]

@@ -61,7 +61,8 @@ class Partial:
     token_span: tuple[int, int]
     byte_span: tuple[int, int]  # the passage's bytes in the document
     answer: str  # the quote (the document's own words), a yes/no, or a summary; "" when it gave none
-    confidence: float  # 1 - e^-support: 0 for no supported answer (facts); the summary's mean token probability
+    confidence: float  # facts: 1 - e^-support (0: none supported); yes/no: the lean as a probability; overview: the
+    # summary's mean token probability
     relevance: float = 0.0  # nats per question token the passage adds to the question's likelihood
     support: float = 0.0  # nats per token the question adds to the quote's likelihood (vs a neutral question)
     verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words) | unsupported
@@ -133,9 +134,12 @@ class MapJob:
         self.size, self.overlap = size, min(overlap, size // 8)
         self.chunks = split(offsets, self.data, self.size, self.overlap)
         self.relevance: list[float] = []
-        spell = lambda words: sorted({t for w in words for t in model.tokenize(w, add_special=False)[:1]})  # noqa: E731
-        self._yes, self._no = spell([" yes", " Yes", "yes", "Yes"]), spell([" no", " No", "no", "No"])
+        def first_tokens(spellings: list[str]) -> list[int]:
+            return sorted({t for w in spellings for t in model.tokenize(w, add_special=False)[:1]})
+
+        self._yes, self._no = first_tokens([" yes", " Yes", "yes", "Yes"]), first_tokens([" no", " No", "no", "No"])
         self.partials: dict[int, Partial] = {}
+        self._bodies: dict[int, list[int]] = {}  # the tokens of each passage read for an answer (the check reuses them)
         self._checks: list[int] = []  # passages whose quote was located: the check round scores them
         self._written: dict[int, list[int]] = {}  # their first tokens as written
         self._asked: dict[int, list[float]] = {}  # and those tokens' log-probabilities, asked the user's question
@@ -213,11 +217,13 @@ class MapJob:
         each asked for one word, with the alternatives' log-probabilities."""
         if self.kind == "yesno":
             head, tail = self._frame(frames.YESNO.format(question=self.question, excerpt=MARK), frames.ANSWER_CUE)
-            return [self.base.reading(head, body, tail, max_tokens=1, stop=(), top_logprobs=TOP_LOGPROBS,
-                                      token_logprobs=False, score=False, sampling=SamplingParams(), n=1, trace=False)
+            own = dict(_OWN, top_logprobs=TOP_LOGPROBS)
+            return [self.base.reading(head, body, tail, max_tokens=1, stop=(), token_logprobs=False, score=False, **own)
                     for body in (self._tokens(self.chunks[chosen[0]]), [])]
-        return [self.base.reading(self.head, self._tokens(self.chunks[i]), self.tail, max_tokens=ANSWER_TOKENS,
-                                  stop=("\n",), token_logprobs=True, score=False, **_OWN) for i in chosen]
+        for i in chosen:
+            self._bodies[i] = self._tokens(self.chunks[i])
+        return [self.base.reading(self.head, self._bodies[i], self.tail, max_tokens=ANSWER_TOKENS, stop=("\n",),
+                                  token_logprobs=True, score=False, **_OWN) for i in chosen]
 
     def add_yesno(self, i: int, passage: Record, empty: Record) -> Partial:
         """Yes or no: which the passage makes likelier than the model says with nothing to read (its prior for
@@ -277,11 +283,8 @@ class MapJob:
     def check_requests(self) -> list[Request]:
         """One scoring per located quote: its first tokens, as written, after the passage with the neutral question.
         (With the user's question, their log-probabilities came with the read.)"""
-        out = []
-        for i in self._checks:
-            c, tokens = self.chunks[i], self._written[i]
-            out.append(self.base.reading(self.nhead + self._tokens(c) + self.ntail, tokens, [], **_SCORE))
-        return out
+        return [self.base.reading(self.nhead + self._bodies[i] + self.ntail, self._written[i], [], **_SCORE)
+                for i in self._checks]
 
     def add_checks(self, recs: list[Record]) -> None:
         for i, neutral in zip(self._checks, recs, strict=True):
