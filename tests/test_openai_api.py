@@ -84,9 +84,34 @@ def test_streamed_tool_calls_arrive_as_deltas(hermes):
         max_tokens=64, temperature=0, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content is None
     calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
-    assert len(calls) == 1 and calls[0].index == 0 and calls[0].function.name == "get_weather"
-    assert "city" in json.loads(calls[0].function.arguments)
+    assert calls[0].index == 0 and calls[0].function.name == "get_weather" and calls[0].id.startswith("call_")
+    assert len(calls) > 2 and all(c.index == 0 and c.id is None for c in calls[1:])  # arguments as they are written
+    assert "city" in json.loads("".join(c.function.arguments for c in calls))
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert all(ch.system_fingerprint and ch.system_fingerprint.startswith("b") for ch in chunks)
+
+
+@pytest.mark.text
+def test_auto_tool_choice_grammar_is_lazy(hermes):
+    """tool_choice auto: text is free, and a call the model starts is held to the tools' schema from its first
+    <tool_call> on. The bias makes the model start one; the lazy grammar makes it a valid call."""
+    ask = dict(model="m", messages=ASK, tools=[WEATHER], max_tokens=48, temperature=0)
+    pushed = client(hermes).chat.completions.create(**ask, extra_body={"logit_bias": {"<tool_call>": 12}})
+    calls = pushed.choices[0].message.tool_calls
+    assert pushed.choices[0].finish_reason == "tool_calls" and calls and calls[0].function.name == "get_weather"
+    assert isinstance(json.loads(calls[0].function.arguments)["city"], str)
+    free = client(hermes).chat.completions.create(**ask, extra_body={"logit_bias": {"<tool_call>": -100}})
+    assert not free.choices[0].message.tool_calls and free.choices[0].message.content  # no call: free text
+
+
+def test_apply_template_and_props(hermes):
+    prompt = httpx.post(f"{hermes}/apply-template", json={"messages": ASK, "tools": [WEATHER]}, timeout=WAIT).json()
+    assert prompt["prompt"].endswith("<|im_start|>assistant\n") and "<tools>" in prompt["prompt"]
+    assert "What is the weather in Paris?" in prompt["prompt"] and '"get_weather"' in prompt["prompt"]
+    props = httpx.get(f"{hermes}/props", timeout=WAIT).json()
+    assert props["total_slots"] == 2 and props["default_generation_settings"]["n_ctx"] == 1024
+    assert "<tool_call>" in props["chat_template"] and props["modalities"] == {"vision": False, "audio": False}
+    assert props["default_generation_settings"]["params"]["temperature"] == 0.0
 
 
 @pytest.mark.text
@@ -278,3 +303,52 @@ def test_routes_answer_without_the_v1_prefix(hermes):
     assert r.status_code == 200 and r.json()["object"] == "chat.completion"
     toks = httpx.post(f"{hermes}/tokenize", json={"content": "Hello world"}).json()["tokens"]
     assert httpx.post(f"{hermes}/v1/detokenize", json={"tokens": toks}).json()["content"] == "Hello world"
+
+
+@pytest.fixture(scope="module")
+def llama3(bundled, tmp_path_factory):
+    from templated import LLAMA3, with_template
+
+    path = with_template(bundled, tmp_path_factory.mktemp("llama3") / "llama3.gguf", LLAMA3)
+    with server("--model", str(path), "--threads", "1", "--context", "1024") as s:
+        yield s[0]
+
+
+@pytest.fixture(scope="module")
+def mistral(bundled, tmp_path_factory):
+    from templated import MISTRAL, with_template
+
+    path = with_template(bundled, tmp_path_factory.mktemp("mistral") / "mistral.gguf", MISTRAL)
+    with server("--model", str(path), "--threads", "1", "--context", "1024") as s:
+        yield s[0]
+
+
+@pytest.mark.text
+@pytest.mark.parametrize("fixture,written", [("llama3", '"parameters"'), ("mistral", "[TOOL_CALLS]")])
+def test_llama3_and_mistral_tool_formats(request, fixture, written):
+    """Each format as its template shows calls: the tools rendered by the template, the call written in the model's
+    own format (checked in the raw prompt of the next turn), parsed back, and a round trip through the template
+    (Mistral's refuses ids that are not 9 letters and digits: the server's ids are, and an OpenAI-style one is
+    mapped)."""
+    url = request.getfixturevalue(fixture)
+    c = client(url)
+    first = c.chat.completions.create(model="m", messages=ASK[1:], tools=[WEATHER], tool_choice="required",
+                                      parallel_tool_calls=False, max_tokens=64, temperature=0)
+    call = first.choices[0].message.tool_calls[0]
+    assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    if fixture == "mistral":
+        assert len(call.id) == 9 and call.id.isalnum()
+    for cid in (call.id, "call_an_openai_style_id"):
+        turns = [*ASK[1:], {"role": "assistant", "content": None, "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+                 {"role": "tool", "tool_call_id": cid, "content": '{"celsius": 21}'}]
+        shown = httpx.post(f"{url}/apply-template", json={"messages": turns, "tools": [WEATHER]}, timeout=WAIT)
+        assert shown.status_code == 200 and written in shown.json()["prompt"] and "celsius" in shown.json()["prompt"]
+        again = c.chat.completions.create(model="m", messages=turns, tools=[WEATHER], max_tokens=8, temperature=0)
+        assert again.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    streamed = list(c.chat.completions.create(model="m", messages=ASK[1:], tools=[WEATHER], tool_choice="required",
+                                              parallel_tool_calls=False, max_tokens=64, temperature=0, stream=True))
+    deltas = [tc for ch in streamed if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert deltas[0].function.name == "get_weather" and len(deltas) > 1
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == json.loads(call.function.arguments)

@@ -10,6 +10,7 @@ candidates (grammar, repeat penalty, temperature) keeps the chain.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,15 @@ class SamplingParams:
     top_p: float = 0.95
     min_p: float = 0.05
     repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from a token seen in the last `penalty_last_n`
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the last `penalty_last_n`
+    penalty_last_n: int = 64  # the tokens the three penalties look back over (llama.cpp's repeat_last_n)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); -inf bans it
     seed: int = -1
     grammar: str | None = None  # GBNF: output constrained by llama.cpp's grammar sampler (structured output, tools)
+    # lazy grammar: the grammar applies only from the first match of one of these regexes (llama.cpp's lazy
+    # grammar sampler), so free text is free and a tool call, once started, is valid JSON
+    grammar_triggers: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, s: Settings, **overrides: Any) -> SamplingParams:
@@ -47,16 +55,26 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         """The chain would be greedy alone: the token is the logits' argmax."""
-        return self.temperature <= 0 and not self.grammar and self.repeat_penalty == 1.0
+        return self.temperature <= 0 and not self.grammar and not self.penalized and not self.logit_bias
+
+    @property
+    def penalized(self) -> bool:
+        return self.repeat_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
     def for_answer(self, index: int) -> SamplingParams:
         """Answer `index` of n to one prompt: its own seed (a fixed seed gives n different, repeatable answers)."""
         return replace(self, seed=self.seed + index if self.seed >= 0 else -1)
 
 
-def grammar_sampler(model: Model, grammar: str) -> Any:  # a llama_sampler pointer
-    """llama.cpp's grammar sampler for GBNF text; SentiricError when llama.cpp cannot parse it."""
-    g = C.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+def grammar_sampler(model: Model, grammar: str, triggers: tuple[str, ...] = ()) -> Any:  # a llama_sampler pointer
+    """llama.cpp's grammar sampler for GBNF text (lazy: from the first match of a `triggers` regex on);
+    SentiricError when llama.cpp cannot parse it."""
+    if triggers:
+        patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+        g = C.llama_sampler_init_grammar_lazy_patterns(model.vocab, grammar.encode(), b"root", patterns, len(triggers),
+                                                       None, 0)
+    else:
+        g = C.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
     if not g:
         raise SentiricError("the grammar does not parse (llama.cpp's GBNF)", "check the grammar / JSON schema")
     return g
@@ -64,10 +82,14 @@ def grammar_sampler(model: Model, grammar: str) -> Any:  # a llama_sampler point
 
 def _chain(req: SamplingParams, model: Model) -> Any:  # req: the parameters (short: read on every line)
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-    if req.grammar:  # first: the samplers after it only see tokens the grammar allows
-        C.llama_sampler_chain_add(chain, grammar_sampler(model, req.grammar))
-    if req.repeat_penalty != 1.0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(model.n_vocab, 64, req.repeat_penalty, 0.0, 0.0))
+    if req.logit_bias:  # first, as llama.cpp's common sampler: the grammar still has the last word on what is allowed
+        biases = (C.llama_logit_bias * len(req.logit_bias))(*(C.llama_logit_bias(t, b) for t, b in req.logit_bias))
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_logit_bias(model.n_vocab, len(req.logit_bias), biases))
+    if req.grammar:  # before the rest: the samplers after it only see tokens the grammar allows
+        C.llama_sampler_chain_add(chain, grammar_sampler(model, req.grammar, req.grammar_triggers))
+    if req.penalized:
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(
+            model.n_vocab, req.penalty_last_n, req.repeat_penalty, req.frequency_penalty, req.presence_penalty))
     if req.temperature <= 0:
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
         return chain

@@ -179,7 +179,7 @@ class Sequence:
             generation_tokens_per_s=t.generated / t_gen if t_gen > 0 else 0.0, text=text,
             tokens=list(c.tokens), logits=c.trace, scored_tokens=t.scored, nll=t.nll,
             token_logprobs=list(c.lps), logprobs=c.top.entries(0, c.top.before(len(text))),
-            index=self.index)
+            index=self.index, stop_string=self.text.matched)
 
     def close(self) -> None:
         self.chooser.close()

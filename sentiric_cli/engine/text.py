@@ -18,6 +18,7 @@ class TextStream:
         self.stop, self.top, self.out = stop, top, send
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text, self.sent, self.top_sent = "", 0, 0
+        self.matched: str | None = None  # the stop string that ended the answer
         self.lazy = send is None and not stop and top is None
 
     def add(self, piece: bytes) -> bool:
@@ -46,7 +47,7 @@ class TextStream:
         for s in self.stop:
             hit = self.text.find(s, max(self.sent - len(s), 0))
             if hit >= 0:
-                self.text = self.text[:hit]
+                self.text, self.matched = self.text[:hit], s
                 self._send(len(self.text))
                 return True
         hold = max((len(s) - 1 for s in self.stop), default=0)

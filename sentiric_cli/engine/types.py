@@ -90,6 +90,7 @@ class Record:
     token_logprobs: list[float] = field(default_factory=list)  # with Request.token_logprobs, per generated token
     logprobs: list[TokenLogprob] = field(default_factory=list)  # with Request.top_logprobs, per generated token
     index: int = 0  # which of the request's n answers
+    stop_string: str | None = None  # the stop string that ended the answer (finish_reason "stop"), if one did
 
     @property
     def perplexity(self) -> float:

@@ -8,6 +8,7 @@ public; everything else needs the key when one is set (Authorization: Bearer KEY
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentiric_cli.engine.core import Engine
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.serve import completions, embeddings, responses
+from sentiric_cli.serve import anthropic, completions, embeddings, responses
 from sentiric_cli.serve.drive import Server, server
 from sentiric_cli.serve.errors import BadRequest, error
 from sentiric_cli.serve.errors import response as error_response
@@ -65,13 +66,25 @@ def origin_pattern(origins: list[str]) -> str:
     return "^(" + "|".join(alts) + ")$" if alts else "^$"
 
 
+def fingerprint(engine: Engine, settings: Settings) -> str:
+    """OpenAI's system_fingerprint: changes when what decides the answers besides the request does (the versions,
+    the model file, the CPU path, the context and slots)."""
+    import llama_cpp
+
+    from sentiric_cli import __version__
+    parts = (__version__, llama_cpp.__version__, str(settings.model), engine.cpu.describe(), settings.context_size,
+             settings.threads)
+    # llama-server's form, "b<build>-<commit>" (its tests check the "b"): here the bindings' version and a hash
+    return f"b{llama_cpp.__version__}-{hashlib.sha1(repr(parts).encode()).hexdigest()[:10]}"
+
+
 def create_app(engine: Engine, settings: Settings, profile: str | None = None, model_id: str = "sentiric") -> FastAPI:
     registry = CollectorRegistry()
     scheduler = Scheduler(engine, settings.queue_size)
     registry.register(_Stats(scheduler))
     latency = Histogram("sentiric_request_seconds", "Request latency", ["endpoint"], registry=registry,
                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-    srv = Server(engine, scheduler, settings, model_id, profile, latency)
+    srv = Server(engine, scheduler, settings, model_id, profile, latency, fingerprint=fingerprint(engine, settings))
     if settings.embeddings:
         srv.embedder = embeddings.Embedder(engine.model, settings)
     app = FastAPI(title="sentiric", docs_url=None, redoc_url=None, openapi_url=None)
@@ -85,27 +98,27 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
                        allow_methods=["*"], allow_headers=["*"], allow_credentials=False, max_age=600)
 
     @app.exception_handler(BadRequest)
-    async def bad(_request, exc: BadRequest):
-        return error_response(exc)
+    async def bad(request: HTTPRequest, exc: BadRequest):
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(SentiricError)
-    async def refused(_request, exc: SentiricError):  # what the engine refuses is the request's fault: 400
-        return error(400, str(exc))
+    async def refused(request: HTTPRequest, exc: SentiricError):  # what the engine refuses is the request's fault
+        return error(400, str(exc), path=request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request, exc: RequestValidationError):
+    async def invalid(request: HTTPRequest, exc: RequestValidationError):
         first = exc.errors()[0]
         if first.get("type") == "json_invalid":
-            return error(400, "invalid JSON in the request body")
+            return error(400, "invalid JSON in the request body", path=request.url.path)
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
         msg = first.get("msg", "invalid")
-        return error(400, f"{where}: {msg}" if where else msg, param=where)
+        return error(400, f"{where}: {msg}" if where else msg, param=where, path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail))
+    async def http_error(request: HTTPRequest, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), path=request.url.path)
 
-    for module in (completions, responses, embeddings):
+    for module in (completions, responses, embeddings, anthropic):
         app.include_router(module.router)
     app.include_router(router)
 
@@ -125,6 +138,26 @@ async def health(http: HTTPRequest):
     st = srv.scheduler.status()
     return {"status": "ok" if srv.scheduler.accepting else "stopping", "model": srv.model_id, "profile": srv.profile,
             "slots": {k: st[k] for k in ("total", "busy", "free")}, "queue": st["queue"]}
+
+
+@router.get("/props")
+@router.get("/v1/props", include_in_schema=False)
+async def props(http: HTTPRequest):
+    """llama-server's /props: the settings a request starts from, the slots, the model's template and tokens."""
+    import llama_cpp
+
+    from sentiric_cli import __version__
+    srv = server(http)
+    s, model = srv.settings, srv.model
+    params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p,
+              "repeat_penalty": s.repeat_penalty, "repeat_last_n": 64, "presence_penalty": 0.0,
+              "frequency_penalty": 0.0, "seed": s.seed, "n_predict": s.max_tokens, "stop": []}
+    return {"default_generation_settings": {"n_ctx": s.context_size, "params": params},
+            "total_slots": s.threads, "model_alias": srv.model_id, "model_path": str(model.path),
+            "chat_template": model.chat_template() or "", "bos_token": model.special_text(model.bos),
+            "eos_token": model.special_text(model.eos), "modalities": {"vision": False, "audio": False},
+            "build_info": f"sentiric {__version__}, llama-cpp-python {llama_cpp.__version__}",
+            "system_fingerprint": srv.fingerprint}
 
 
 @router.get("/metrics")

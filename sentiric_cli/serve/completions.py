@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter
@@ -14,23 +14,24 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from sentiric_cli.engine.types import Piece, Record
 from sentiric_cli.serve import tools as toolcalls
+from sentiric_cli.serve.callstream import Arguments, CallStart, CallStream, Text
+from sentiric_cli.serve.conversation import chat_request, prompt_text
 from sentiric_cli.serve.drive import (
     Server,
     build_request,
     collect,
-    events,
+    merged,
     off_loop,
     reason,
     server,
     started,
     submit,
-    text_size,
     usage,
 )
 from sentiric_cli.serve.errors import BadRequest
 from sentiric_cli.serve.grammar import body_grammar
 from sentiric_cli.serve.longdoc import serve_long
-from sentiric_cli.serve.messages import chat_tokens, part_text, to_dicts, turn_stops
+from sentiric_cli.serve.messages import part_text, to_dicts
 from sentiric_cli.serve.schemas import ChatBody, CompletionBody
 from sentiric_cli.serve.shapes import DONE, chat_logprobs, legacy_logprobs, sse
 
@@ -61,7 +62,8 @@ class Reply:
         return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
 
     def head(self, obj: str) -> dict:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.srv.model_id}
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.srv.model_id,
+                "system_fingerprint": self.srv.fingerprint}
 
     def message(self, r: Record) -> tuple[dict, str]:
         """The assistant message of one answer, and its finish reason."""
@@ -86,7 +88,7 @@ class Reply:
             else:
                 lp = legacy_logprobs(model, r.logprobs) if self.logprobs else None
                 choices.append({"index": r.index, "text": r.text, "logprobs": lp, "finish_reason": reason(r)})
-        return {**self.head(self.object), "choices": choices, "usage": usage(records)}
+        return {**self.head(self.object), "choices": choices, "usage": usage(records, self.n)}
 
     def chunk(self, choice: dict) -> str:
         data = {**self.head(self.chunk_object),
@@ -95,33 +97,56 @@ class Reply:
             data["usage"] = None
         return sse(data)
 
-    async def stream(self, job, replay: list):
+    async def stream(self, jobs: list, replays: list[list]):
         records: list[Record] = []
-        offsets = [0] * self.n
+        offsets = [0] * self.n * len(jobs)
+        calls = [CallStream(self.tools) for _ in range(self.n)] if self.tools is not None else None
         try:
-            if self.kind == "chat":  # the role first, once per answer
+            if self.kind == "chat":  # the role first, once per answer, with content null as OpenAI sends it
                 for i in range(self.n):
-                    yield self.chunk({"index": i, "delta": {"role": "assistant"}, "logprobs": None,
+                    yield self.chunk({"index": i, "delta": {"role": "assistant", "content": None}, "logprobs": None,
                                       "finish_reason": None})
             try:
-                async for ev in events(job, replay):
+                async for k, ev in merged(jobs, replays):
+                    ev = replace(ev, index=ev.index + k * self.n) if k else ev
                     if isinstance(ev, Piece):
-                        if ev.text and self.tools is None:  # tool calls are sent whole, once parsed
+                        if not ev.text:
+                            continue
+                        if calls is None:
                             yield self.chunk(self._piece(ev, offsets))
+                        else:
+                            for delta in self._call_deltas(calls[ev.index], ev.text):
+                                yield self.chunk({"index": ev.index, "delta": delta, "logprobs": None,
+                                                  "finish_reason": None})
                         continue
                     records.append(ev)
-                    yield self.chunk(self._last(ev))
+                    yield self.chunk(self._last(ev, calls[ev.index] if calls is not None else None))
             except BadRequest as e:
                 yield sse({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.status}})
                 yield DONE
                 return
             if self.include_usage and records:
                 yield sse({**self.head(self.chunk_object),
-                           "choices": [], "usage": usage(sorted(records, key=lambda r: r.index))})
+                           "choices": [], "usage": usage(sorted(records, key=lambda r: r.index), self.n)})
             yield DONE
             self.srv.latency.labels(f"{self.kind}_completions").observe(time.perf_counter() - self.t0)
         finally:
-            job.cancel()
+            for job in jobs:
+                job.cancel()
+
+    def _call_deltas(self, stream: CallStream, text: str) -> list[dict]:
+        """The free text and the tool calls in a piece of the answer, as OpenAI's deltas."""
+        out: list[dict] = []
+        use = stream.use
+        for e in stream.feed(text):
+            if isinstance(e, Text):
+                out.append({"content": e.text})
+            elif isinstance(e, CallStart):
+                out.append({"tool_calls": [{"index": e.index, "id": use.new_id(), "type": "function",
+                                            "function": {"name": e.name, "arguments": ""}}]})
+            elif isinstance(e, Arguments):
+                out.append({"tool_calls": [{"index": e.index, "function": {"arguments": e.text}}]})
+        return out
 
     def _piece(self, ev: Piece, offsets: list[int]) -> dict:
         model = self.srv.model
@@ -132,27 +157,70 @@ class Reply:
         offsets[ev.index] += len(ev.text)
         return {"index": ev.index, "text": ev.text, "logprobs": lp, "finish_reason": None}
 
-    def _last(self, r: Record) -> dict:
+    def _last(self, r: Record, calls: CallStream | None) -> dict:
         if self.kind != "chat":
             return {"index": r.index, "text": "", "logprobs": None, "finish_reason": reason(r)}
-        if self.tools is None:
+        if calls is None or self.tools is None:
             return {"index": r.index, "delta": {}, "logprobs": None, "finish_reason": reason(r)}
-        msg, why = self.message(r)
-        delta = {}
-        if msg["content"]:
-            delta["content"] = msg["content"]
-        if msg.get("tool_calls"):
-            delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
+        rest, found, streamed = calls.finish()
+        why = reason(r)
+        delta: dict[str, Any] = {}
+        if rest and not found:
+            delta["content"] = rest
+        if found[streamed:]:  # calls the stream could not follow as they were written: whole, now
+            delta["tool_calls"] = [{"index": k, **toolcalls.openai_call(c, self.tools)}
+                                   for k, c in enumerate(found) if k >= streamed]
+        if found and why == "stop":
+            why = "tool_calls"
         return {"index": r.index, "delta": delta, "logprobs": None, "finish_reason": why}
 
-    async def respond(self, http: HTTPRequest, req, streaming: bool):
-        job = submit(self.srv, req, stream=streaming)
+    async def respond(self, http: HTTPRequest, reqs: list, streaming: bool):
+        jobs = []
+        try:
+            for req in reqs:
+                jobs.append(submit(self.srv, req, stream=streaming))
+        except BadRequest:
+            for job in jobs:
+                job.cancel()
+            raise
         if streaming:
-            replay = await started(http, job)
-            return StreamingResponse(self.stream(job, replay), media_type="text/event-stream")
-        records = await collect(http, job)
+            replays = [await started(http, job) for job in jobs]
+            return StreamingResponse(self.stream(jobs, replays), media_type="text/event-stream")
+        records = []
+        for k, job in enumerate(jobs):
+            records += [replace(r, index=r.index + k * self.n) for r in await collect(http, job)]
         self.srv.latency.labels(f"{self.kind}_completions").observe(time.perf_counter() - self.t0)
         return JSONResponse(self.final(records))
+
+
+def prompts(given, model) -> list[list[int] | str]:
+    """OpenAI's prompt forms: a text, token ids, a list of texts or of token-id lists (one answer each); llama-server's
+    mixed list of texts and ids is one prompt."""
+    if isinstance(given, str):
+        return [given]
+    if not given:
+        raise BadRequest("prompt: empty", "prompt")
+    if all(isinstance(p, int) for p in given):
+        return [_ids(given, model)]
+    if all(isinstance(p, str) for p in given):
+        return list(given)
+    if all(isinstance(p, list) for p in given):
+        return [_ids(p, model) for p in given]
+    if all(isinstance(p, int | str) for p in given):  # llama-server's mixed prompt: texts tokenized, ids as given
+        return [_ids(given, model)]
+    raise BadRequest("prompt: a text, a list of texts, token ids, or a list of token-id lists", "prompt")
+
+
+def _ids(items: list, model) -> list[int]:
+    out: list[int] = []
+    for p in items:
+        if isinstance(p, str):
+            out += model.tokenize(p, add_special=False, parse_special=True)
+            continue
+        if not 0 <= p < model.n_vocab:
+            raise BadRequest(f"prompt: {p} is not a token id (0..{model.n_vocab - 1})", "prompt")
+        out.append(p)
+    return out
 
 
 @router.post("/v1/completions")
@@ -160,28 +228,37 @@ class Reply:
 async def completions(body: CompletionBody, http: HTTPRequest):
     srv = server(http)
     model = srv.model
-    prompt = body.prompt if isinstance(body.prompt, str) else (body.prompt[0] if len(body.prompt) == 1 else None)
-    if prompt is None:
-        raise BadRequest("one prompt per request (send a string, or a list of one)", "prompt")
+    given = prompts(body.prompt, model)
+    if len(given) * body.n > srv.settings.threads + srv.settings.queue_size:
+        raise BadRequest(f"prompt: {len(given)} prompts x n={body.n} answers is more than this server queues "
+                         f"({srv.settings.threads} slots + {srv.settings.queue_size} waiting)", "prompt")
     if body.sentiric is not None:
-        return await serve_long(http, srv, body, prompt, "text")
+        if len(given) != 1 or not isinstance(given[0], str):
+            raise BadRequest("a long-document request takes one prompt, as text", "prompt")
+        return await serve_long(http, srv, body, given[0], "text")
     grammar = body_grammar(body)
-    toks = await off_loop(len(prompt), model.tokenize, prompt, True, True)
-    if not toks:
-        raise BadRequest("the prompt is empty", "prompt")
-    split = 1 if toks[0] == model.bos else 0  # pin BOS; the rest streams through the window
     top = body.logprobs if body.logprobs is not None else -1
-    req = build_request(srv, body, toks[:split], toks[split:], grammar, top, body.n)
+    reqs = []
+    for p in given:
+        toks = p if isinstance(p, list) else await off_loop(len(p), model.tokenize, p, True, True)
+        if not toks:
+            raise BadRequest("the prompt is empty", "prompt")
+        split = 1 if toks[0] == model.bos else 0  # pin BOS; the rest streams through the window
+        reqs.append(build_request(srv, body, toks[:split], toks[split:], grammar, top, body.n))
     reply = Reply(srv, "text", body.n, body.logprobs is not None,
                   include_usage=bool(body.stream_options and body.stream_options.include_usage))
-    return await reply.respond(http, req, body.stream)
+    return await reply.respond(http, reqs, body.stream)
+
+
+def tool_choice(body: ChatBody) -> tuple[str, str | None]:
+    choice = body.tool_choice or "auto"
+    return ("named", choice.function.name) if not isinstance(choice, str) else (choice, None)
 
 
 @router.post("/v1/chat/completions")
 @router.post("/chat/completions", include_in_schema=False)
 async def chat(body: ChatBody, http: HTTPRequest):
     srv = server(http)
-    model = srv.model
     if body.top_logprobs is not None and not body.logprobs:
         raise BadRequest("top_logprobs: needs logprobs: true", "top_logprobs")
     if body.sentiric is not None:
@@ -190,21 +267,22 @@ async def chat(body: ChatBody, http: HTTPRequest):
         if not question:
             raise BadRequest("a long-document request needs a user message with the question", "messages")
         return await serve_long(http, srv, body, question, "chat")
-    template = model.chat_template()
-    messages = to_dicts(body.messages)
-    use = toolcalls.plan(body, template)
-    grammar = body_grammar(body)
-    if use is not None and use.grammar:
-        if grammar is not None:
-            raise BadRequest("tools with a required call and response_format/grammar together: send one", "tools")
-        grammar = use.grammar
-    messages = toolcalls.with_instruction(messages, use)
-    in_template = use.tools if use is not None and use.format == toolcalls.HERMES else None
-    size = text_size(messages) + (len(repr(in_template)) if in_template else 0)
-    head, rest = await off_loop(size, chat_tokens, model, messages, in_template)
+    functions = [t.function.model_dump(exclude_none=True) for t in body.tools or []]
+    choice, name = tool_choice(body)
     top = (body.top_logprobs or 0) if body.logprobs else -1
-    req = build_request(srv, body, head, rest, grammar, top, body.n)
-    req.stop = (*req.stop, *turn_stops(model))
+    req, use = await chat_request(srv, body, to_dicts(body.messages), functions, choice, name,
+                                  body.parallel_tool_calls, body_grammar(body), top, body.n)
     reply = Reply(srv, "chat", body.n, body.logprobs, use,
                   include_usage=bool(body.stream_options and body.stream_options.include_usage))
-    return await reply.respond(http, req, body.stream)
+    return await reply.respond(http, [req], body.stream)
+
+
+@router.post("/apply-template")
+@router.post("/v1/apply-template", include_in_schema=False)
+async def apply_template(body: ChatBody, http: HTTPRequest):
+    """llama-server's: the prompt a chat request would read, as text (tools included), without running it."""
+    srv = server(http)
+    functions = [t.function.model_dump(exclude_none=True) for t in body.tools or []]
+    choice, name = tool_choice(body)
+    return {"prompt": await prompt_text(srv, to_dicts(body.messages), functions, choice, name,
+                                        body.parallel_tool_calls)}

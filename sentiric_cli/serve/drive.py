@@ -40,6 +40,7 @@ class Server:
     latency: Histogram
     embedder: Embedder | None = None
     started: int = field(default_factory=lambda: int(time.time()))
+    fingerprint: str = ""  # system_fingerprint: what decides the answers besides the request (create_app sets it)
 
     @property
     def model(self):
@@ -165,9 +166,43 @@ async def events(job: Job, replay: Iterable = ()) -> AsyncIterator[Piece | Recor
         job.cancel()
 
 
-def usage(records: list[Record]) -> dict:
-    """The prompt is read once for n answers; each answer's tokens count."""
-    prompt = records[0].prompt_tokens if records else 0
+async def merged(jobs: list[Job], replays: list[list]) -> AsyncIterator[tuple[int, Piece | Record]]:
+    """Several jobs' events as they come, each with its job's position; an error in any raises BadRequest."""
+    if len(jobs) == 1:
+        async for ev in events(jobs[0], replays[0]):
+            yield 0, ev
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(k: int, job: Job, replay: list) -> None:
+        try:
+            async for ev in events(job, replay):
+                await queue.put((k, ev))
+        except BadRequest as e:
+            await queue.put((k, e))
+        finally:
+            await queue.put((k, None))
+    tasks = [asyncio.create_task(pump(k, j, r)) for k, (j, r) in enumerate(zip(jobs, replays, strict=True))]
+    left = len(tasks)
+    try:
+        while left:
+            k, ev = await queue.get()
+            if ev is None:
+                left -= 1
+            elif isinstance(ev, BadRequest):
+                raise ev
+            else:
+                yield k, ev
+    finally:
+        for t in tasks:
+            t.cancel()
+        for job in jobs:
+            job.cancel()
+
+
+def usage(records: list[Record], n: int = 1) -> dict:
+    """A prompt is read once for its n answers (records n*k .. n*k+n-1 answer prompt k); each answer's tokens count."""
+    prompt = sum(r.prompt_tokens for r in records if r.index % n == 0)
     done = sum(r.generated_tokens for r in records)
     return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
@@ -177,26 +212,75 @@ def reason(r: Record) -> str:
     return "length" if r.finish_reason in ("length", "interrupted") else "stop"
 
 
+# sampling fields of other servers this one does not apply, with the values that mean "off": any other is a 400
+NEUTRAL: dict[str, tuple] = {"typical_p": (None, 1.0), "tfs_z": (None, 1.0), "mirostat": (None, 0),
+                             "dynatemp_range": (None, 0.0), "xtc_probability": (None, 0.0), "dry_multiplier": (None, 0.0),
+                             "top_n_sigma": (None, -1.0, 0.0), "ignore_eos": (None, False), "best_of": (None, 1),
+                             "echo": (None, False), "suffix": (None, "")}
+
+
+def unsupported(body) -> None:
+    """A 400 naming the first sampling field set that this server would otherwise ignore."""
+    for name, neutral in NEUTRAL.items():
+        value = getattr(body, name, None)
+        if value not in neutral:
+            raise BadRequest(f"{name}: not supported by this server (only {neutral[1]!r} is accepted); leave it out",
+                             name)
+
+
+BAN = float("-inf")
+
+
+def logit_bias(model, given) -> tuple[tuple[int, float], ...]:
+    """(token id, bias) pairs from OpenAI's {"id": bias} or llama-server's forms: a text key or item stands for each
+    of its tokens, `false` bans. A bias at or below -100 bans the token, as OpenAI documents -100."""
+    items = given.items() if isinstance(given, dict) else given
+    out: dict[int, float] = {}
+    for key, value in items:
+        bias = BAN if value is False or (not isinstance(value, bool) and value <= -100) else float(value)
+        if value is True:
+            raise BadRequest("logit_bias: a bias is a number, or false to ban the token", "logit_bias")
+        if isinstance(key, int) or (isinstance(key, str) and key.lstrip("-").isdigit()):
+            tok = int(key)
+            if not 0 <= tok < model.n_vocab:
+                raise BadRequest(f"logit_bias: {tok} is not a token id (0..{model.n_vocab - 1})", "logit_bias")
+            out[tok] = bias
+        else:
+            toks = model.tokenize(key, add_special=False, parse_special=False)
+            if not toks:
+                raise BadRequest("logit_bias: an empty text has no tokens to bias", "logit_bias")
+            out.update((t, bias) for t in toks)
+    return tuple(out.items())
+
+
 def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: str | None = None,
-                  top_logprobs: int = -1, n: int = 1) -> Request:
+                  top_logprobs: int = -1, n: int = 1, triggers: tuple[str, ...] = ()) -> Request:
     """The engine request for a body's sampling fields, over the server's settings."""
     if n > srv.settings.threads:
         raise BadRequest(f"n: at most {srv.settings.threads} (this server's threads); got {n}", "n")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     if any(not s for s in stop):
         raise BadRequest("stop: empty strings cannot end an answer", "stop")
+    unsupported(body)
     overrides = {k: v for k, v in {"temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
                                    "min_p": body.min_p, "repeat_penalty": body.repeat_penalty,
+                                   "presence_penalty": getattr(body, "presence_penalty", None),
+                                   "frequency_penalty": getattr(body, "frequency_penalty", None),
                                    "seed": body.seed}.items() if v is not None}
     if overrides.get("seed", 0) < 0:
         overrides["seed"] = -1
+    last_n = getattr(body, "repeat_last_n", None)
+    if last_n is not None:
+        overrides["penalty_last_n"] = srv.settings.context_size if last_n == -1 else last_n
+    if getattr(body, "logit_bias", None):
+        overrides["logit_bias"] = logit_bias(srv.model, body.logit_bias)
     longest = (getattr(body, "max_completion_tokens", None) or getattr(body, "max_output_tokens", None)
                or body.max_tokens or srv.settings.max_tokens)
     if grammar is not None:
         try:
-            C.llama_sampler_free(grammar_sampler(srv.model, grammar))  # parses it: a bad grammar is the client's 400
+            C.llama_sampler_free(grammar_sampler(srv.model, grammar, triggers))  # parses it: a bad one is a 400
         except SentiricError as e:
             raise BadRequest(str(e), "grammar") from None
-    sampling = SamplingParams.from_settings(srv.settings, grammar=grammar, **overrides)
+    sampling = SamplingParams.from_settings(srv.settings, grammar=grammar, grammar_triggers=triggers, **overrides)
     return Request.from_settings(srv.settings, head, rest, stop=stop, max_tokens=longest, sampling=sampling,
                                  top_logprobs=top_logprobs, n=n)

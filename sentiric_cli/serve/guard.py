@@ -34,15 +34,15 @@ class Guard:
         limit = self.settings.max_body_bytes
         headers = Headers(scope=scope)
         size = headers.get("content-length", "")
-        if size.isdigit() and int(size) > limit:
-            return await error(413, f"request body over {limit} bytes", param="body")(scope, receive, send)
         path = scope["path"]
+        if size.isdigit() and int(size) > limit:
+            return await error(413, f"request body over {limit} bytes", param="body", path=path)(scope, receive, send)
         key = self.settings.api_key
         if key and path not in PUBLIC and not path.startswith(("/v1/models/", "/models/")):
             known = any(r.matches(scope)[0] != Match.NONE for r in self.router.routes)
             if known and not key_ok(headers, key):  # unknown routes fall through to 404
                 return await error(401, "missing or wrong API key (send Authorization: Bearer KEY, or x-api-key: KEY)",
-                                   "authentication_error")(scope, receive, send)
+                                   "authentication_error", path=path)(scope, receive, send)
         seen = 0
 
         async def counted():

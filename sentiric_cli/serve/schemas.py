@@ -87,12 +87,30 @@ class Sampling(_Loose):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0, le=10.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repeat_last_n: int | None = Field(None, ge=-1)  # llama.cpp's: the tokens the penalties look back over; -1: the context
+    # OpenAI's {"token id": bias}; llama-server's also {"text": bias} and [[id or text, bias or false], ...]
+    logit_bias: dict[str, float | bool] | list[tuple[int | str, float | bool]] | None = None
     seed: int | None = None
     stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = None
     stream: StrictBool = False  # "yes" is not a boolean
     stream_options: StreamOptions | None = None
     grammar: str | None = None  # llama.cpp: GBNF
     json_schema: dict[str, Any] | None = None  # llama.cpp: output follows this JSON schema
+    # sampling fields other servers know and this one does not apply: a 400 naming them (drive.unsupported) when
+    # set to anything but their neutral value, never silently dropped
+    typical_p: float | None = None
+    tfs_z: float | None = None
+    mirostat: int | None = None
+    dynatemp_range: float | None = None
+    xtc_probability: float | None = None
+    dry_multiplier: float | None = None
+    top_n_sigma: float | None = None
+    ignore_eos: bool | None = None
+    best_of: int | None = None
+    echo: bool | None = None
+    suffix: str | None = None
 
 
 class _Common(Sampling):
@@ -101,7 +119,8 @@ class _Common(Sampling):
 
 
 class CompletionBody(_Common):
-    prompt: str | list[str]
+    # a text, texts, token ids, lists of token ids (completions.prompts); llama-server's texts and ids mixed
+    prompt: str | list[int | str | list[int | str]]
     logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
 
