@@ -290,7 +290,7 @@ def test_the_stream_is_shaped_as_openai_documents(hermes):
         return [json.loads(x) for x in lines[:-1]]
     base = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True}
     plain = chunks(base)
-    assert plain[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert plain[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
     assert all("usage" not in c for c in plain) and plain[-1]["choices"][0]["finish_reason"]
     counted = chunks({**base, "stream_options": {"include_usage": True}})
     assert counted[-1]["choices"] == [] and counted[-1]["usage"]["completion_tokens"] <= 4
