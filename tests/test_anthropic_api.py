@@ -9,7 +9,7 @@ import json
 import anthropic
 import httpx
 import pytest
-from live import server
+from live import after_a_first_read, server
 from waits import WAIT
 
 KEY = "sk-ant-local-test-key"
@@ -98,6 +98,28 @@ def test_streamed_tool_input_arrives_as_json_deltas(sdk):
     call = next(b for b in final.content if b.type == "tool_use")
     assert len(deltas) > 1 and json.loads("".join(deltas)) == call.input  # as generated, not in one piece
     assert final.stop_reason == "tool_use"
+
+
+@pytest.mark.text
+def test_a_last_assistant_turn_is_continued(sdk, url):
+    """Anthropic's prefill: the model continues the last assistant turn, and the answer holds only the rest. It reads
+    exactly the prompt a completion of the rendered conversation plus the prefill reads: the same greedy answer."""
+    ask = [{"role": "user", "content": "Name three colors."}]
+    rendered = httpx.post(f"{url}/apply-template", json={"messages": ask}, timeout=WAIT,
+                          headers={"x-api-key": KEY}).json()["prompt"]
+
+    def completion():
+        return httpx.post(f"{url}/v1/completions", timeout=WAIT, headers={"x-api-key": KEY}, json={
+            "prompt": rendered + "Red, green and", "max_tokens": 8, "temperature": 0}).json()["choices"][0]["text"]
+
+    def prefilled():
+        return sdk.messages.create(model="local", max_tokens=8, messages=[
+            *ask, {"role": "assistant", "content": "Red, green and"}])
+    expected = after_a_first_read(completion)
+    m = after_a_first_read(prefilled)
+    assert m.content[0].text == expected.split("<|im_end|>")[0]
+    counted = sdk.messages.count_tokens(model="local", messages=[*ask, {"role": "assistant", "content": "Red, green and"}])
+    assert counted.input_tokens == m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0)
 
 
 def test_the_event_sequence(url):

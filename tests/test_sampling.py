@@ -8,6 +8,7 @@ from llama_cpp import llama_cpp as C
 from sentiric_cli.engine.bindings import Batch, Context, Model
 from sentiric_cli.engine.core import Engine
 from sentiric_cli.engine.sampling import Sampler, SamplingParams
+from sentiric_cli.engine.sequence import prompt_end
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.settings import Settings
 
@@ -56,6 +57,9 @@ def test_only_a_chain_that_would_be_greedy_alone_is_skipped(bundled):
         cases = {"temperature 0": (SamplingParams(), True),
                  "temperature 0.7": (SamplingParams(temperature=0.7), False),
                  "repeat penalty": (SamplingParams(repeat_penalty=1.1), False),
+                 "presence penalty": (SamplingParams(presence_penalty=0.5), False),
+                 "frequency penalty": (SamplingParams(frequency_penalty=-0.5), False),
+                 "logit bias": (SamplingParams(logit_bias=((5, -1.0),)), False),
                  "grammar": (SamplingParams(grammar='root ::= "yes" | "no"'), False)}
         for name, (req, greedy) in cases.items():
             sampler = Sampler(req, engine.model)
@@ -63,6 +67,13 @@ def test_only_a_chain_that_would_be_greedy_alone_is_skipped(bundled):
             assert (sampler._chain is None) is greedy, name  # a greedy request makes no chain (argmax serves it)
             sampler.close()
             sampler.close()  # twice: no double free
+
+
+def test_the_penalties_see_the_prompts_end():
+    """The last penalty_last_n prompt tokens, taken from the tail, the document and the head in that order."""
+    req = Request([1, 2], [3, 4, 5], [6])
+    assert prompt_end(req, 0) == [] and prompt_end(req, 1) == [6] and prompt_end(req, 4) == [3, 4, 5, 6]
+    assert prompt_end(req, 5) == [2, 3, 4, 5, 6] and prompt_end(req, 100) == [1, 2, 3, 4, 5, 6]
 
 
 def test_greedy_generation_is_the_same_through_the_chain(bundled, monkeypatch):
@@ -78,8 +89,8 @@ def test_greedy_generation_is_the_same_through_the_chain(bundled, monkeypatch):
     fast = generate()
     real_init = Sampler.__init__
 
-    def chain_only(self, req, model):
-        real_init(self, req, model)
+    def chain_only(self, req, model, recent=()):
+        real_init(self, req, model, recent)
         self.greedy = False
 
     monkeypatch.setattr(Sampler, "__init__", chain_only)

@@ -11,6 +11,7 @@ candidates (grammar, repeat penalty, temperature) keeps the chain.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,8 @@ def grammar_sampler(model: Model, grammar: str, triggers: tuple[str, ...] = ()) 
     return g
 
 
-def _chain(req: SamplingParams, model: Model) -> Any:  # req: the parameters (short: read on every line)
+def _chain(req: SamplingParams, model: Model, recent: Sequence[int] = ()) -> Any:  # req: the parameters
+    """llama.cpp's sampler chain; `recent`: the prompt's last tokens, which the penalties count."""
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
     if req.logit_bias:  # first, as llama.cpp's common sampler: the grammar still has the last word on what is allowed
         biases = (C.llama_logit_bias * len(req.logit_bias))(*(C.llama_logit_bias(t, b) for t, b in req.logit_bias))
@@ -88,8 +90,11 @@ def _chain(req: SamplingParams, model: Model) -> Any:  # req: the parameters (sh
     if req.grammar:  # before the rest: the samplers after it only see tokens the grammar allows
         C.llama_sampler_chain_add(chain, grammar_sampler(model, req.grammar, req.grammar_triggers))
     if req.penalized:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(
-            model.n_vocab, req.penalty_last_n, req.repeat_penalty, req.frequency_penalty, req.presence_penalty))
+        penalties = C.llama_sampler_init_penalties(model.n_vocab, req.penalty_last_n, req.repeat_penalty,
+                                                   req.frequency_penalty, req.presence_penalty)
+        for tok in recent[-req.penalty_last_n:] if req.penalty_last_n > 0 else ():  # the prompt's end counts, as in
+            C.llama_sampler_accept(penalties, tok)  # llama-server (fed to this sampler only, not to the grammar)
+        C.llama_sampler_chain_add(chain, penalties)
     if req.temperature <= 0:
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
         return chain
@@ -106,12 +111,12 @@ def _chain(req: SamplingParams, model: Model) -> Any:  # req: the parameters (sh
 class Sampler:
     """One sequence's sampler. `greedy`: the chain would be greedy alone, so the token is the logits' argmax."""
 
-    def __init__(self, params: SamplingParams, model: Model) -> None:
+    def __init__(self, params: SamplingParams, model: Model, recent: Sequence[int] = ()) -> None:
         self.params, self.model = params, model
         self.greedy = params.greedy
         # made now when it samples (a grammar that does not parse is refused before the request runs); a greedy
         # one's only on demand: making and freeing it were 5 C calls per request on the scheduler thread
-        self._chain = None if self.greedy else _chain(params, model)
+        self._chain = None if self.greedy else _chain(params, model, recent)
 
     @property
     def chain(self) -> Any:
@@ -136,8 +141,8 @@ class TokenChooser:
     best alternatives. One per sequence; a fork gets a new one (its own seed, nothing shared)."""
 
     def __init__(self, params: SamplingParams, model: Model, trace: bool = False, token_logprobs: bool = False,
-                 top_logprobs: int = -1) -> None:
-        self.sampler = Sampler(params, model)
+                 top_logprobs: int = -1, recent: Sequence[int] = ()) -> None:
+        self.sampler = Sampler(params, model, recent)
         self.model = model
         self.keep_trace, self.keep_lps, self.top_k = trace, token_logprobs, top_logprobs
         self.tokens: list[int] = []

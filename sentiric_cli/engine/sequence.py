@@ -56,7 +56,8 @@ class Sequence:
 
     def _start_answer(self) -> None:
         req = self.req
-        self.chooser = TokenChooser(req.sampling, self.e.model, req.trace, req.token_logprobs, req.top_logprobs)
+        self.chooser = TokenChooser(req.sampling, self.e.model, req.trace, req.token_logprobs, req.top_logprobs,
+                                    prompt_end(req, req.sampling.penalty_last_n) if req.sampling.penalized else ())
         top = self.chooser.top if req.top_logprobs >= 0 else None
         self.text = TextStream(req.stop, top, None if self.quiet else self._piece)
 
@@ -183,3 +184,15 @@ class Sequence:
 
     def close(self) -> None:
         self.chooser.close()
+
+
+def prompt_end(req: Request, n: int) -> list[int]:
+    """The last `n` tokens of the request's prompt (head, body, tail), without joining a long document."""
+    if n <= 0:
+        return []
+    out = list(req.tail[-n:])
+    for part in (req.body, req.head):
+        if len(out) >= n:
+            break
+        out = list(part[max(0, len(part) - (n - len(out))):]) + out
+    return out

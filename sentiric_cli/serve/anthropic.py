@@ -150,6 +150,14 @@ def template_messages(body: CountBody) -> list[dict]:
     return out
 
 
+def with_prefill(turns: list[dict]) -> tuple[list[dict], str]:
+    """A last assistant turn is the start of the answer, which the model continues (Anthropic's prefill): the
+    conversation before it, and its text. The answer holds only what comes after it."""
+    if len(turns) > 1 and turns[-1]["role"] == "assistant" and not turns[-1].get("tool_calls"):
+        return turns[:-1], turns[-1]["content"]
+    return turns, ""
+
+
 def tool_plan(body: CountBody) -> tuple[list[dict], str, str | None, bool]:
     """(functions, choice, name, parallel) in the terms tools.plan takes."""
     functions = []
@@ -300,8 +308,9 @@ class Reply:
 async def messages(body: MessagesBody, http: HTTPRequest):
     srv = server(http)
     functions, choice, name, parallel = tool_plan(body)
-    req, use = await chat_request(srv, body, template_messages(body), functions, choice, name, parallel,
-                                  _grammar(body))
+    turns, prefill = with_prefill(template_messages(body))
+    req, use = await chat_request(srv, body, turns, functions, choice, name, parallel, _grammar(body),
+                                  prefill=prefill)
     reply = Reply(srv, body, use, len(req.head) + len(req.body) + len(req.tail))
     job = submit(srv, req, stream=body.stream)
     if body.stream:
@@ -317,5 +326,6 @@ async def messages(body: MessagesBody, http: HTTPRequest):
 async def count_tokens(body: CountBody, http: HTTPRequest):
     srv = server(http)
     functions, choice, name, parallel = tool_plan(body)
-    head, rest, _ = await prompt_tokens(srv, template_messages(body), functions, choice, name, parallel)
+    turns, prefill = with_prefill(template_messages(body))
+    head, rest, _ = await prompt_tokens(srv, turns, functions, choice, name, parallel, prefill)
     return {"input_tokens": len(head) + len(rest)}

@@ -31,21 +31,21 @@ async def prompt_text(srv: Server, messages: list[dict], functions: list[dict] |
 
 
 async def prompt_tokens(srv: Server, messages: list[dict], functions: list[dict] | None, choice: str = "auto",
-                        name: str | None = None, parallel: bool = True
+                        name: str | None = None, parallel: bool = True, prefill: str = ""
                         ) -> tuple[list[int], list[int], toolcalls.ToolUse | None]:
     """The conversation's prompt (pinned head, the rest) through the model's template, with its tools; and how it
     uses them (None: it has none, or may not call)."""
     messages, in_template, use = _conversation(srv, messages, functions, choice, name, parallel)
     size = text_size(messages) + (len(repr(in_template)) if in_template else 0)
-    head, rest = await off_loop(size, chat_tokens, srv.model, messages, in_template)
+    head, rest = await off_loop(size + len(prefill), chat_tokens, srv.model, messages, in_template, prefill)
     return head, rest, use
 
 
 async def chat_request(srv: Server, body, messages: list[dict], functions: list[dict] | None, choice: str = "auto",
                        name: str | None = None, parallel: bool = True, grammar: str | None = None, top: int = -1,
-                       n: int = 1) -> tuple[Request, toolcalls.ToolUse | None]:
+                       n: int = 1, prefill: str = "") -> tuple[Request, toolcalls.ToolUse | None]:
     """The engine request for a conversation, and how it uses its tools."""
-    head, rest, use = await prompt_tokens(srv, messages, functions, choice, name, parallel)
+    head, rest, use = await prompt_tokens(srv, messages, functions, choice, name, parallel, prefill)
     if use is not None and use.grammar:
         if grammar is not None:
             raise BadRequest("tools and a response format / grammar together: send one (a tool call has its own "

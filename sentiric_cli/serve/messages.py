@@ -94,12 +94,13 @@ def render(model, messages: list[dict], tools: list[dict] | None, add_generation
         return model.apply_template(source, [(m["role"], m["content"]) for m in messages], add_generation_prompt)
 
 
-def chat_tokens(model, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
+def chat_tokens(model, messages: list[dict], tools: list[dict] | None = None,
+                prefill: str = "") -> tuple[list[int], list[int]]:
     """The conversation's prompt tokens, split: the system turns at the start (and the tools) are the pinned
-    head; the rest streams through the window."""
+    head; the rest streams through the window. `prefill`: the start of the answer, which the model continues."""
     templated = bool(model.chat_template())
     try:
-        full = render(model, messages, tools)
+        full = render(model, messages, tools) + prefill
         n_sys = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
         prefix = render(model, messages[:n_sys], tools, False) if n_sys else ""
     except SentiricError as e:
