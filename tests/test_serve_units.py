@@ -122,6 +122,7 @@ def test_tool_calls_are_parsed_from_either_format():
 
 @pytest.mark.parametrize("template,text", [
     ("<tool_call>", 'Sure.\n<tool_call>\n{"name": "f", "arguments": {"city": "Pa\\"ris", "n": [1, {"k": "}"}]}}\n</tool_call>'),
+    ("<tool_call>", 'A.\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\nB.'),  # text after a call too
     ("[TOOL_CALLS]", 'Ok [TOOL_CALLS][{"name": "f", "arguments": {"city": "Rome"}, "id": "abcdefghi"}, '
                      '{"name": "f", "arguments": {"city": "Oslo"}, "id": "bcdefghij"}]'),
     ("ipython<|end_header_id|>", ' {"name": "f", "parameters": {"city": "Paris"}}'),

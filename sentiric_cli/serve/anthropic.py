@@ -283,7 +283,7 @@ class Reply:
             if calls is not None:
                 rest, found, streamed = calls.finish()
                 called = bool(found)
-                if rest and not found:
+                if rest:
                     for line in text(rest):
                         yield line
                 for call in found[streamed:]:  # calls the stream could not follow as they were written: whole
@@ -303,14 +303,18 @@ class Reply:
             job.cancel()
 
 
+def conversation(body: CountBody) -> dict:
+    """The body as conversation.py's arguments: template messages, the prefill, the tools and how they may be used."""
+    functions, choice, name, parallel = tool_plan(body)
+    messages, prefill = with_prefill(template_messages(body))
+    return dict(messages=messages, prefill=prefill, functions=functions, choice=choice, name=name, parallel=parallel)
+
+
 @router.post("/v1/messages")
 @router.post("/messages", include_in_schema=False)
 async def messages(body: MessagesBody, http: HTTPRequest):
     srv = server(http)
-    functions, choice, name, parallel = tool_plan(body)
-    turns, prefill = with_prefill(template_messages(body))
-    req, use = await chat_request(srv, body, turns, functions, choice, name, parallel, _grammar(body),
-                                  prefill=prefill)
+    req, use = await chat_request(srv, body, grammar=_grammar(body), **conversation(body))
     reply = Reply(srv, body, use, len(req.head) + len(req.body) + len(req.tail))
     job = submit(srv, req, stream=body.stream)
     if body.stream:
@@ -324,8 +328,5 @@ async def messages(body: MessagesBody, http: HTTPRequest):
 @router.post("/v1/messages/count_tokens")
 @router.post("/messages/count_tokens", include_in_schema=False)
 async def count_tokens(body: CountBody, http: HTTPRequest):
-    srv = server(http)
-    functions, choice, name, parallel = tool_plan(body)
-    turns, prefill = with_prefill(template_messages(body))
-    head, rest, _ = await prompt_tokens(srv, turns, functions, choice, name, parallel, prefill)
+    head, rest, _ = await prompt_tokens(server(http), **conversation(body))
     return {"input_tokens": len(head) + len(rest)}

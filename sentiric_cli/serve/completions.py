@@ -165,7 +165,7 @@ class Reply:
         rest, found, streamed = calls.finish()
         why = reason(r)
         delta: dict[str, Any] = {}
-        if rest and not found:
+        if rest:
             delta["content"] = rest
         if found[streamed:]:  # calls the stream could not follow as they were written: whole, now
             delta["tool_calls"] = [{"index": k, **toolcalls.openai_call(c, self.tools)}
