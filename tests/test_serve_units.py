@@ -127,6 +127,7 @@ def test_tool_calls_are_parsed_from_either_format():
                      '{"name": "f", "arguments": {"city": "Oslo"}, "id": "bcdefghij"}]'),
     ("ipython<|end_header_id|>", ' {"name": "f", "parameters": {"city": "Paris"}}'),
     (None, '{"tool_calls": [{"name": "f", "arguments": {"city": "Paris"}}, {"name": "f", "arguments": {}}]}'),
+    (None, '{"tool_calls": [{"name": "f", "arguments": {"q": {"name": "g", "arguments": {}}}}]}'),  # a call-like argument
 ])
 @pytest.mark.parametrize("step", [1, 3, 1000])
 def test_streamed_calls_add_up_to_the_parsed_ones(template, text, step):

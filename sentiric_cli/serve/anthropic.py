@@ -197,6 +197,8 @@ def _usage(r: Record | None, prompt: int) -> dict:
 
 
 class Reply:
+    """One messages request's answer: its id, content blocks, stop reason and usage, whole or as Anthropic's events."""
+
     def __init__(self, srv: Server, body: MessagesBody, use: toolcalls.ToolUse | None, prompt: int) -> None:
         self.srv, self.body, self.use, self.prompt = srv, body, use, prompt
         self.id = f"msg_{uuid.uuid4().hex[:24]}"
@@ -249,6 +251,14 @@ class Reply:
             out = [] if open_kind == "text" else start({"type": "text", "text": ""})
             return [*out, ev("content_block_delta", index=index, delta={"type": "text_delta", "text": t})]
 
+        def part(c: Text | CallStart | Arguments) -> list[str]:
+            """A piece of free text, the start of a tool call or some of its arguments, as events."""
+            if isinstance(c, Text):
+                return text(c.text)
+            if isinstance(c, CallStart):
+                return start({"type": "tool_use", "id": self._id(), "name": c.name, "input": {}})
+            return [ev("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": c.text})]
+
         calls = CallStream(self.use) if self.use is not None else None
         try:
             yield ev("message_start", message=self.message([], None, (None, None)))
@@ -268,13 +278,7 @@ class Reply:
                         yield ev("content_block_delta", index=index, delta={"type": "text_delta", "text": e.text})
                         continue
                     for c in calls.feed(e.text):
-                        lines = (text(c.text) if isinstance(c, Text) else
-                                 start({"type": "tool_use", "id": self._id(), "name": c.name, "input": {}})
-                                 if isinstance(c, CallStart) else
-                                 [ev("content_block_delta", index=index,
-                                     delta={"type": "input_json_delta", "partial_json": c.text})]
-                                 if isinstance(c, Arguments) else [])
-                        for line in lines:
+                        for line in part(c):
                             yield line
             except BadRequest as e:
                 yield sse(anthropic_body(e.status, e.message), "error")

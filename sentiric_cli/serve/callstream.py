@@ -40,7 +40,7 @@ class _Call:
     name: str
     start: int  # where its arguments start in the answer
     sent: int = 0  # characters of its arguments passed on
-    done: bool = False
+    end: int | None = None  # where its arguments end, once written
 
 
 def json_end(text: str, at: int) -> int | None:
@@ -75,6 +75,7 @@ def json_end(text: str, at: int) -> int | None:
 
 @dataclass
 class CallStream:
+    """One answer's text, fed piece by piece (`feed`), read out as free text and calls; `finish` at the end."""
     use: ToolUse
     text: str = ""
     sent: int = 0  # characters of free text passed on
@@ -93,9 +94,10 @@ class CallStream:
             self.sent = free
         if region is None:
             return out
-        at = self.calls[-1].start if self.calls else region
+        last = self.calls[-1] if self.calls else None
+        at = region if last is None else last.start if last.end is None else last.end  # never inside an argument
         while True:
-            if not self.calls or self.calls[-1].done:
+            if not self.calls or self.calls[-1].end is not None:
                 m = self.head.search(self.text, at)
                 if m is None:
                     return out
@@ -113,7 +115,7 @@ class CallStream:
                 call.sent = upto - call.start
             if end is None:
                 return out
-            call.done, at = True, end
+            call.end = at = end
 
     def _split(self) -> tuple[int, int | None]:
         """(free text known so far ends here, calls start here or None while there are none yet)."""
