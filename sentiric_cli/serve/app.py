@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentiric_cli.engine.core import Engine
+from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.serve import anthropic, completions, embeddings, responses
 from sentiric_cli.serve.drive import Server, server
@@ -149,9 +150,11 @@ async def props(http: HTTPRequest):
     from sentiric_cli import __version__
     srv = server(http)
     s, model = srv.settings, srv.model
-    params = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p,
-              "repeat_penalty": s.repeat_penalty, "repeat_last_n": 64, "presence_penalty": 0.0,
-              "frequency_penalty": 0.0, "seed": s.seed, "n_predict": s.max_tokens, "stop": []}
+    sp = SamplingParams.from_settings(s)  # what a request starts from, penalties' defaults included
+    params = {"temperature": sp.temperature, "top_k": sp.top_k, "top_p": sp.top_p, "min_p": sp.min_p,
+              "repeat_penalty": sp.repeat_penalty, "repeat_last_n": sp.penalty_last_n,
+              "presence_penalty": sp.presence_penalty, "frequency_penalty": sp.frequency_penalty, "seed": sp.seed,
+              "n_predict": s.max_tokens, "stop": []}
     return {"default_generation_settings": {"n_ctx": s.context_size, "params": params},
             "total_slots": s.threads, "model_alias": srv.model_id, "model_path": str(model.path),
             "chat_template": model.chat_template() or "", "bos_token": model.special_text(model.bos),
