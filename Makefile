@@ -13,7 +13,12 @@ V3_VENV       ?= .venv-x86-64-v3
 V3_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
                  -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: install demo test test-v3 bench lint docs clean
+# The LiteLLM proxy the fleet tests put in front of replicas (docs/scale.md): a router people run beside sentiric,
+# in its own venv, since its proxy extra pins its own uvicorn, fastapi and rich
+LITELLM_VENV ?= .venv-litellm
+LITELLM_PIN  := litellm[proxy]==1.108.0
+
+.PHONY: install litellm demo test test-v3 bench lint docs clean
 
 install: $(VENV)/.installed
 
@@ -27,10 +32,17 @@ $(VENV)/.installed: pyproject.toml scripts/install_llama.py
 	$(BIN)/pip install -q -e '.[llama,model,dev,bench]'
 	touch $@
 
+litellm: $(LITELLM_VENV)/.installed
+
+$(LITELLM_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q "$(LITELLM_PIN)"
+	touch $@
+
 demo: install
 	$(BIN)/sentiric plan
 
-test: install
+test: install litellm
 	$(BIN)/python -m pytest -q
 
 # the tests that assert what the model writes (marker `text`), against the x86-64-v3 build
@@ -41,7 +53,7 @@ test-v3:
 
 # each script appends its run to bench/results/NAME.jsonl (every run kept); report.py then writes docs/benchmarks.md
 # anew from the newest of each (bench/report.py); the narrative of earlier runs is docs/benchmarks-history.md
-bench: install
+bench: install litellm
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/gpu_plan_bench.py
 	$(BIN)/python bench/run_bench.py
@@ -53,6 +65,7 @@ bench: install
 	$(BIN)/python bench/slot_steps.py
 	$(BIN)/python bench/padding_bench.py
 	$(BIN)/python bench/sampling_bench.py
+	$(BIN)/python bench/fleet_bench.py
 	$(BIN)/python bench/report.py
 
 lint: install
@@ -63,4 +76,4 @@ docs: install
 	$(BIN)/python docs/gen_settings.py
 
 clean:
-	rm -rf $(VENV) $(V3_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(V3_VENV) $(LITELLM_VENV) .pytest_cache build *.egg-info

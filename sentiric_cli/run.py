@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -44,6 +45,11 @@ def run(
                                     "(default: from its wording; docs/run.md)."),
     threads: int | None = typer.Option(None, "--threads", "-t", min=1, max=256,
                                        help="map: chunks read at once (each its own KV window)."),
+    backend: list[str] = typer.Option([], "--backend", "-b", help="map: an OpenAI-compatible server that reads the "
+                                      "chunks instead of the local model (repeatable; URL#model picks a model; "
+                                      "docs/scale.md). --model then gives only the vocabulary."),
+    backend_slots: int | None = typer.Option(None, "--backend-slots", min=1, max=1024,
+                                             help="--backend: requests in flight per backend (default: its /props)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer + record) instead of streaming."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show llama.cpp's log on stderr."),
 ) -> None:
@@ -60,7 +66,8 @@ def run(
     if kind is not None and kind not in KINDS:
         raise SentiricError(f"--kind {kind!r} is not one of {', '.join(KINDS)}", "see docs/run.md")
     overrides = {"model": model, "context_size": context, "max_tokens": max_tokens, "temperature": temperature,
-                 "seed": seed, "n_keep": n_keep, "strategy": strategy, "threads": threads}
+                 "seed": seed, "n_keep": n_keep, "strategy": strategy, "threads": threads,
+                 "backends": backend or None, "backend_slots": backend_slots}
     if any(not s for s in stop):
         raise SentiricError("--stop: an empty string would end the answer at once", "give the text to stop at")
     settings = load_settings(profile, overrides)
@@ -70,6 +77,14 @@ def run(
     llamalog.set_verbose(verbose)
     err = Console(stderr=True)
     base = Request.from_settings(settings, [], stop=tuple(stop))
+    if settings.backends:
+        rec = _remote(settings, prompt, document, instruction, raw, base, kind, as_json, err)
+        if as_json:
+            print(json.dumps({"answer": rec.answer, "strategy": rec.strategy, "longdoc": record_dict(rec)}, indent=2))
+        else:
+            sys.stdout.write("\n")
+            err.print(backend_summary(rec), markup=False, highlight=False, soft_wrap=True)
+        return
     with Engine(settings, model_path(settings.model)) as engine:
         rec = _stream(lambda progress: answer(engine, prompt, document, settings.strategy, instruction=instruction,
                                               raw=raw, base=base, progress=progress, kind=kind),
@@ -88,6 +103,36 @@ def run(
         err.print(text, markup=False, highlight=False, soft_wrap=True)
     if rec.finish_reason == "interrupted":
         raise typer.Exit(130)
+
+
+def _remote(settings, prompt: str, document: str | None, instruction: str, raw: bool, base: Request,
+            kind: str | None, as_json: bool, err: Console) -> LongRecord:
+    """The map-reduce with the backends reading (longdoc/remote.py): the local model gives only its vocabulary."""
+    from sentiric_cli.engine.bindings import Model
+    from sentiric_cli.longdoc import remote
+
+    model = Model(model_path(settings.model), settings, vocab_only=True)
+    try:
+        with remote.connect(settings.backends, settings.backend_api_key, settings.backend_timeout,
+                            settings.backend_slots) as fleet:
+            remote.check(fleet, model)
+            window = fleet.window or settings.context_size
+            return _stream(lambda progress: remote.answer(fleet, model, window, prompt, document, settings.strategy,
+                                                          instruction=instruction, raw=raw, base=base,
+                                                          progress=progress, kind=kind),
+                           as_json, err, len(document or prompt))
+    finally:
+        model.close()
+
+
+def backend_summary(r: LongRecord) -> str:
+    """What `run --backend` did: the map's summary (or the one read), each backend's share, the retries."""
+    head = map_summary(r, sum(b["slots"] for b in r.backends)) if r.strategy == "map" else \
+        f"read {r.document_tokens:,} document tokens in one request"
+    shares = ", ".join(f"{b['url']} {b['requests']} request{'s' if b['requests'] != 1 else ''}"
+                       + (f" ({b['failures']} failed)" if b["failures"] else "") for b in r.backends)
+    retried = f"; {len(r.retried)} sent again after a backend failed" if r.retried else ""
+    return f"{head}; backends: {shares}{retried}"
 
 
 def _read_text_bytes(f, where: str) -> bytes:
@@ -142,7 +187,9 @@ def _stream(make_events, as_json: bool, err: Console, chars: int) -> LongRecord:
                     label = {"read": "reading (tokens)", "map": "map (chunks read)"}.get(ev.phase, ev.phase + " (groups)")
                     if ev.phase not in tasks:
                         tasks[ev.phase] = bar.add_task(label, total=max(ev.total, 1))
-                    bar.update(tasks[ev.phase], completed=ev.done, total=max(ev.total, 1))
+                    if ev.shares:  # run --backend: who answered how many so far
+                        label += " " + ", ".join(f"{urlsplit(u).netloc}: {n}" for u, n in ev.shares.items())
+                    bar.update(tasks[ev.phase], completed=ev.done, total=max(ev.total, 1), description=label)
                 elif isinstance(ev, Piece) and not as_json:
                     bar.stop()
                     sys.stdout.write(ev.text)

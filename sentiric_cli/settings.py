@@ -76,6 +76,9 @@ class Settings(BaseModel):
     max_tokens: int = Field(256, ge=1, le=1_048_576, description="Most tokens generated per answer")
     host: str = Field("127.0.0.1", description="Address the server binds to")
     port: int = Field(8080, ge=0, le=65535, description="Port the server listens on; 0 = any free port")
+    served_model_name: str | None = Field(None, description="The model id the server answers to and reports "
+                                          "(/v1/models, every response); default: the model file's name. Give "
+                                          "several replicas one name so a router treats them as one model")
     api_key: str | None = Field(None, description="When set, every route but /health and the model list needs the key "
                                 "(`Authorization: Bearer KEY` or `x-api-key: KEY`)")
     queue_size: int = Field(64, ge=0, le=100000, description="Requests waiting for a slot when all are busy; past it the "
@@ -91,7 +94,17 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0.0, le=3600.0,
                                     description="Seconds running requests get to finish after SIGTERM before they are cut")
 
-    @field_validator("cors_origins", "tensor_split", "tensor_overrides", mode="before")
+    backends: list[str] = Field([], description="`run`: OpenAI-compatible servers (base URLs) that read a long "
+                                "document's chunks instead of the local model; comma-separated in the environment")
+    backend_api_key: str | None = Field(None, description="`run --backend`: the key sent to the backends (Authorization: "
+                                        "Bearer KEY), e.g. a LiteLLM proxy's master key")
+    backend_slots: int | None = Field(None, ge=1, le=1024, description="`run --backend`: requests in flight per backend; "
+                                      "default: the slots each reports (/props, /health), else 1")
+    backend_timeout: float = Field(120.0, gt=0.0, le=86400.0,
+                                   description="`run --backend`: seconds one request may take before it is sent to "
+                                   "another backend")
+
+    @field_validator("cors_origins", "tensor_split", "tensor_overrides", "backends", mode="before")
     @classmethod
     def _split(cls, v):
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v

@@ -78,3 +78,26 @@ def _json(file: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+
+@pytest.fixture(scope="session")
+def doc16(tmp_path_factory):
+    """A pass-key document 16x a 512-token window (about 8k tokens), and the key's byte offset."""
+    from needles import KEY16, document
+
+    text, at = document(700, 0.3, KEY16, seed=3)
+    path = tmp_path_factory.mktemp("fleet") / "doc16.txt"
+    path.write_text(text)
+    return path, at
+
+
+@pytest.fixture(scope="session")
+def local16(doc16):
+    """The local run over doc16 (`run --json`, 512-token window, 2 threads): what the fleet's runs must equal."""
+    from clirun import run
+    from needles import QUESTION, WINDOW16
+
+    r = run("run", QUESTION, "-f", str(doc16[0]), "--context", WINDOW16, "--threads", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

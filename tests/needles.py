@@ -17,6 +17,7 @@ FILLER = [
     "Fishermen mend their nets on the shore in the evening.", "The library keeps its doors open until late at night.",
 ]
 QUESTION = "What is the pass key?"
+KEY16, WINDOW16 = 48213, "512"  # the fleet's document (conftest.doc16): 16x a 512-token window, this key at 30%
 
 
 def needle(key: int) -> str:

@@ -25,8 +25,8 @@ from sentiric_cli.settings import Settings
 
 
 class Model:
-    def __init__(self, path: Path, settings: Settings, extra_bufts: bool = False) -> None:
-        mp, keep = model_params(settings, extra_bufts)
+    def __init__(self, path: Path, settings: Settings, extra_bufts: bool = False, vocab_only: bool = False) -> None:
+        mp, keep = model_params(settings, extra_bufts, vocab_only=vocab_only)
         self.path = path
         # a split model loads from its first shard (llama.cpp refuses the others); the plan reads any
         self.handle = C.llama_model_load_from_file(str(first_shard(path)).encode(), mp)

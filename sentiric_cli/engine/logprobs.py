@@ -23,6 +23,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum())
 
 
+def top(lp: np.ndarray, k: int) -> np.ndarray:
+    """The k most likely tokens of a log-probability row, most likely first."""
+    best = np.argpartition(lp, -k)[-k:] if k else np.array([], dtype=np.int64)
+    return best[np.argsort(lp[best])[::-1]]
+
+
+def entry(lp: np.ndarray, token: int, k: int) -> TokenLogprob:
+    """One token's log-probability and its k best alternatives, as the API shapes take them."""
+    return int(token), float(lp[token]), tuple((int(b), float(lp[b])) for b in top(lp, k))
+
+
 class LogprobLog:
     def __init__(self, k: int) -> None:
         self.k = k
@@ -35,9 +46,7 @@ class LogprobLog:
 
     def add(self, logits: np.ndarray, token: int, text_at: int) -> None:
         lp = log_softmax(logits)
-        k = self.k
-        best = np.argpartition(lp, -k)[-k:] if k else np.array([], dtype=np.int64)
-        best = best[np.argsort(lp[best])[::-1]]
+        best = top(lp, self.k)
         self.ids.append(int(token))
         self.ids.extend(int(t) for t in best)
         self.lps.append(float(lp[token]))

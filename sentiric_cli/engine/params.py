@@ -56,16 +56,19 @@ def tensor_overrides(entries: list[str]):
     return arr
 
 
-def model_params(settings: Settings, extra_bufts: bool = False, no_alloc: bool = False):
+def model_params(settings: Settings, extra_bufts: bool = False, no_alloc: bool = False, vocab_only: bool = False):
     """llama_model_params for the settings, and what must stay alive until the model is loaded (llama.cpp keeps
     pointers to the tensor split and the overrides). extra_bufts: the CPU's repacked/AMX weight buffers (a CPU-path
-    choice: cpupath.py). no_alloc: place the tensors, allocate nothing (the planner's dry run)."""
+    choice: cpupath.py). vocab_only: no weights. no_alloc: place the tensors, allocate nothing (the planner's dry run)."""
     init_backend()
     mp = C.llama_model_default_params()
     mp.n_gpu_layers = 10**6 if settings.gpu_layers < 0 else settings.gpu_layers
     mp.use_mmap = settings.use_mmap
     mp.use_extra_bufts = extra_bufts
     mp.main_gpu = settings.main_gpu
+    if vocab_only:  # the tokenizer and metadata only: what `run --backend` needs to cut a document
+        mp.vocab_only = True
+        mp.n_gpu_layers = 0
     if no_alloc:
         mp.no_alloc = True
         mp.load_mode = C.LLAMA_LOAD_MODE_NONE

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from sentiric_cli.engine.logprobs import TokenLogprob, log_softmax
+from sentiric_cli.engine.logprobs import TokenLogprob, entry, log_softmax
 from sentiric_cli.engine.sampling import TokenChooser
 from sentiric_cli.engine.text import TextStream
 from sentiric_cli.engine.types import GENERATED, HEAD, TAIL, Event, Piece, Progress, Record, Request
@@ -31,6 +31,7 @@ class Tally:
     generated: int = 0
     scored: int = 0
     nll: float = 0.0
+    prompt_lps: list[TokenLogprob] = field(default_factory=list)  # with Request.prompt_logprobs
 
 
 class Sequence:
@@ -103,9 +104,13 @@ class Sequence:
         w = self.window
         if w.to_score:
             t = self.tally
+            k = self.req.prompt_logprobs
             for i, nxt in w.to_score:
-                t.nll -= float(log_softmax(self.e.ctx.logits(i))[nxt])
+                lp = log_softmax(self.e.ctx.logits(i))
+                t.nll -= float(lp[nxt])
                 t.scored += 1
+                if k >= 0:
+                    t.prompt_lps.append(entry(lp, nxt, k))
             w.to_score = []
         if w.logit_index is None:
             if not self.quiet:
@@ -178,7 +183,7 @@ class Sequence:
             recomputed_tokens=st.recomputed, reused_tokens=st.reused, max_fill=st.max_fill,
             prefill_seconds=t_pre, prefill_tokens_per_s=(w.prompt_total - st.reused) / t_pre if t_pre else 0.0,
             generation_tokens_per_s=t.generated / t_gen if t_gen > 0 else 0.0, text=text,
-            tokens=list(c.tokens), logits=c.trace, scored_tokens=t.scored, nll=t.nll,
+            tokens=list(c.tokens), logits=c.trace, scored_tokens=t.scored, nll=t.nll, prompt_logprobs=list(t.prompt_lps),
             token_logprobs=list(c.lps), logprobs=c.top.entries(0, c.top.before(len(text))),
             index=self.index, stop_string=self.text.matched)
 

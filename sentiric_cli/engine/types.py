@@ -31,6 +31,8 @@ class Request:
     score: bool = False  # measure each document token's log-likelihood as it is read (perplexity)
     token_logprobs: bool = False  # keep each sampled token's log-probability (one float each: confidence)
     top_logprobs: int = -1  # >= 0: each sampled token's log-probability and this many alternatives (Piece/Record.logprobs)
+    prompt_logprobs: int = -1  # >= 0, with score: each scored token's log-probability and this many alternatives
+    # (Record.prompt_logprobs: the completions API's echo)
     n: int = 1  # answers to the same prompt: the prompt is read once, then copied into n - 1 more slots (Sequence.fork)
 
     @classmethod
@@ -89,6 +91,7 @@ class Record:
     nll: float = 0.0  # their summed negative log-likelihood (nats)
     token_logprobs: list[float] = field(default_factory=list)  # with Request.token_logprobs, per generated token
     logprobs: list[TokenLogprob] = field(default_factory=list)  # with Request.top_logprobs, per generated token
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # with Request.prompt_logprobs, per scored token
     index: int = 0  # which of the request's n answers
     stop_string: str | None = None  # the stop string that ended the answer (finish_reason "stop"), if one did
 

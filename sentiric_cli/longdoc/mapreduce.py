@@ -89,6 +89,8 @@ class LongRecord:
     tokens: list[int] = field(default_factory=list, repr=False)  # the document's tokens (not reported)
     kind: str = ""  # lookup | list | overview | yesno ("" for a single read)
     conflicts: list[str] = field(default_factory=list)  # lookup: other supported answers, shown not hidden
+    backends: list[dict] = field(default_factory=list)  # run --backend: each backend's share (remote.py)
+    retried: list[dict] = field(default_factory=list)  # run --backend: requests sent again after a backend failed
 
 
 def record_dict(r: LongRecord) -> dict:
@@ -274,9 +276,19 @@ class MapJob:
         p.evidence_span = (self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1))
         p.verdict = "unsupported"  # until the check round says otherwise
         self._checks.append(i)
-        self._written[i] = rec.tokens[:CHECK_TOKENS]
-        self._asked[i] = rec.token_logprobs[:CHECK_TOKENS]
+        # the answer's own tokens (not the stop string's or end-of-generation's, which no server reports)
+        self._written[i] = rec.tokens[:min(CHECK_TOKENS, self._text_tokens(rec))]
+        self._asked[i] = rec.token_logprobs[:len(self._written[i])]
         return p
+
+    def _text_tokens(self, rec: Record) -> int:
+        """How many of the generated tokens start inside the answer's text."""
+        size, at = len(rec.text.encode("utf-8")), 0
+        for n, t in enumerate(rec.tokens):
+            if at >= size:
+                return n
+            at += len(self.model.piece(t))
+        return len(rec.tokens)
 
     # ---- check: does the question drive the quote?
 

@@ -36,6 +36,7 @@ class PhaseProgress:
     phase: str  # "read", "map", "reduce 1", ...
     done: int
     total: int
+    shares: dict[str, int] | None = None  # run --backend: requests each backend has answered so far
 
 
 def answer(engine: Engine, prompt: str, document: str | None, strategy: str = "auto", *, instruction: str,

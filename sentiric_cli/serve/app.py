@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -57,6 +57,13 @@ class _Stats:
             yield CounterMetricFamily(f"sentiric_{name}", doc, value=value)
         yield GaugeMetricFamily("sentiric_active_slots", "Slots serving a request", value=st["busy"])
         yield GaugeMetricFamily("sentiric_queue_depth", "Requests waiting for a slot", value=st["queue"])
+        yield GaugeMetricFamily("sentiric_free_slots", "Slots free for a request", value=st["free"])
+        yield GaugeMetricFamily("sentiric_total_slots", "Slots (requests served at once)", value=st["total"])
+        yield GaugeMetricFamily("sentiric_ready", "1 while serving, 0 while draining", value=int(self.s.accepting))
+        # llama-server's names for the same two gauges: what routers and autoscalers built for llama.cpp scrape
+        # (the Kubernetes Gateway API inference extension's llama.cpp model server reads these)
+        yield GaugeMetricFamily("llamacpp:requests_processing", "Requests being processed", value=st["busy"])
+        yield GaugeMetricFamily("llamacpp:requests_deferred", "Requests waiting for a slot", value=st["queue"])
 
 
 def origin_pattern(origins: list[str]) -> str:
@@ -134,11 +141,25 @@ def create_app(engine: Engine, settings: Settings, profile: str | None = None, m
 
 @router.get("/health")
 @router.get("/v1/health", include_in_schema=False)
+@router.get("/readyz", include_in_schema=False)
 async def health(http: HTTPRequest):
+    """Readiness: 200 while serving; 503 while draining (and while loading: replica.py), so a router takes this
+    replica out of rotation. The slots and queue are here for a least-busy router."""
     srv = server(http)
     st = srv.scheduler.status()
-    return {"status": "ok" if srv.scheduler.accepting else "stopping", "model": srv.model_id, "profile": srv.profile,
+    body = {"status": "ok" if srv.scheduler.accepting else "stopping", "model": srv.model_id, "profile": srv.profile,
             "slots": {k: st[k] for k in ("total", "busy", "free")}, "queue": st["queue"]}
+    if not srv.scheduler.accepting:
+        return JSONResponse({**body, "error": {"code": 503, "message": "the server is shutting down",
+                                               "type": "unavailable_error"}}, status_code=503)
+    return body
+
+
+@router.get("/livez")
+@router.get("/v1/livez", include_in_schema=False)
+async def livez(http: HTTPRequest):
+    """Liveness: the process answers (loaded or not, draining or not); only no answer means restart it."""
+    return {"status": "ok", "ready": server(http).scheduler.accepting}
 
 
 @router.get("/props")

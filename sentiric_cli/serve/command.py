@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import sys
+import threading
 
 import typer
 
@@ -20,14 +21,16 @@ from sentiric_cli.plan.planner import make_plan
 from sentiric_cli.settings import load_settings
 
 
-def _server(config, scheduler, timeout: float):
-    """uvicorn's server, whose stop signal also starts the scheduler's drain: waiting requests get 503 at
-    once and running ones `shutdown_timeout` seconds, so the whole stop takes that long, not twice."""
+def _server(config, replica, timeout: float):
+    """uvicorn's server, whose stop signal also starts the scheduler's drain (once the model is loaded): waiting
+    requests get 503 at once and running ones `shutdown_timeout` seconds, so the whole stop takes that long, not
+    twice."""
     import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
-            scheduler.drain(timeout)
+            if replica.app is not None:
+                replica.app.state.scheduler.drain(timeout)
             super().handle_exit(sig, frame)
 
     return Server(config)
@@ -57,6 +60,8 @@ def serve(
     context: int | None = typer.Option(None, "--context", "-c", min=16, help="Tokens of window per request."),
     embeddings: bool | None = typer.Option(None, "--embeddings/--no-embeddings",
                                            help="Serve /v1/embeddings (a second, small llama.cpp context)."),
+    served_model_name: str | None = typer.Option(None, "--served-model-name", help="The model id to answer to "
+                                                 "(default: the file's name); one name for several replicas."),
     api_key: str | None = typer.Option(None, "--api-key", help="Require this key (Authorization: Bearer KEY or x-api-key)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show llama.cpp's log and each HTTP request."),
 ) -> None:
@@ -65,9 +70,11 @@ def serve(
 
     from sentiric_cli.serve.app import create_app
     from sentiric_cli.serve.protocol import protocol_class
+    from sentiric_cli.serve.replica import Replica
 
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
-                                       "context_size": context, "embeddings": embeddings, "api_key": api_key})
+                                       "context_size": context, "embeddings": embeddings, "api_key": api_key,
+                                       "served_model_name": served_model_name})
     path = model_path(settings.model)
     header = read_model(path)
     plan = make_plan(header, model_info(header), select_device(), settings, set(settings.model_fields_set) |
@@ -83,28 +90,60 @@ def serve(
     except OSError as e:
         raise SentiricError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror or e})",
                             "choose another --port, or 0 for any free one") from None
+    sock.listen(2048)  # from now on a connection waits in the backlog for uvicorn, never refused
     llamalog.set_verbose(verbose)
-    with Engine(settings, path) as engine:
-        app = create_app(engine, settings, profile, model_id=path.stem)
-        bound = sock.getsockname()[1]
-        m = plan.memory
-        print(f"sentiric: serving {path.name} on http://{settings.host}:{bound} "
-              f"({settings.threads} threads x {settings.context_size} tokens, queue {settings.queue_size}"
-              f"{', API key required' if settings.api_key else ''}"
-              f"{', embeddings on' if settings.embeddings else ''})", file=sys.stderr)
-        print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
-              f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
-              f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)
-        print(f"sentiric: CPU path: {engine.cpu.describe()}", file=sys.stderr, flush=True)
-        protocol = protocol_class(settings.header_timeout)
-        fds = _raise_fd_limit()
-        config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose, http=protocol,
-                                limit_concurrency=max(64, fds - 64),  # past it 503, not a failed accept()
-                                # a backstop only: the scheduler cuts running requests at shutdown_timeout
-                                timeout_graceful_shutdown=int(settings.shutdown_timeout) + 5)
-        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the handler that
-        # was there before it: make that one harmless, so a requested stop exits 0
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
-        _server(config, app.state.scheduler, settings.shutdown_timeout).run(sockets=[sock])
+    bound = sock.getsockname()[1]
+    name = settings.served_model_name or path.stem
+    replica = Replica()
+    protocol = protocol_class(settings.header_timeout)
+    fds = _raise_fd_limit()
+    config = uvicorn.Config(replica, log_level="info" if verbose else "warning", access_log=verbose, http=protocol,
+                            limit_concurrency=max(64, fds - 64),  # past it 503, not a failed accept()
+                            # a backstop only: the scheduler cuts running requests at shutdown_timeout
+                            timeout_graceful_shutdown=int(settings.shutdown_timeout) + 5)
+    server = _server(config, replica, settings.shutdown_timeout)
+    engines: list[Engine] = []
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        """The model loads beside the listening server; a failure stops the server and is raised after it."""
+        try:
+            engine = Engine(settings, path)
+            engines.append(engine)
+            app = create_app(engine, settings, profile, model_id=name)
+            m = plan.memory
+            print(f"sentiric: serving {path.name} on http://{settings.host}:{bound} "
+                  f"({settings.threads} threads x {settings.context_size} tokens, queue {settings.queue_size}"
+                  f"{', API key required' if settings.api_key else ''}"
+                  f"{', embeddings on' if settings.embeddings else ''})", file=sys.stderr)
+            print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
+                  f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
+                  f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)
+            print(f"sentiric: CPU path: {engine.cpu.describe()}", file=sys.stderr, flush=True)
+            replica.app = app
+            if server.should_exit:  # stopped while loading: drain what the app never took
+                app.state.scheduler.drain(settings.shutdown_timeout)
+        except BaseException as e:  # noqa: BLE001  # raised again in the main thread, after the server stops
+            failed.append(e)
+            server.should_exit = True
+
+    loader = threading.Thread(target=load, name="sentiric-load", daemon=True)
+    # a stop before uvicorn has its own handlers is a stop too; uvicorn shuts down gracefully on SIGTERM/SIGINT,
+    # then re-raises the signal under the handler that was there before it: this one, harmless then, so a
+    # requested stop exits 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: server.handle_exit(signum, frame))
+    print(f"sentiric: listening on http://{settings.host}:{bound} as '{name}'; loading {path.name} "
+          "(/health answers 503 until it is loaded)", file=sys.stderr, flush=True)
+    try:
+        loader.start()
+        server.run(sockets=[sock])
+        loader.join()  # a stop while loading waits for the load (llama.cpp's cannot be cut), then frees it
+        if failed:
+            raise failed[0]
+    finally:
+        if replica.app is not None:  # set after uvicorn's shutdown (a stop while loading): stop its thread here
+            replica.app.state.scheduler.shutdown(settings.shutdown_timeout)
+        for engine in engines:
+            engine.close()
     print("sentiric: stopped", file=sys.stderr)

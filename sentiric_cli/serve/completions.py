@@ -33,7 +33,7 @@ from sentiric_cli.serve.grammar import body_grammar
 from sentiric_cli.serve.longdoc import serve_long
 from sentiric_cli.serve.messages import part_text, to_dicts
 from sentiric_cli.serve.schemas import ChatBody, CompletionBody
-from sentiric_cli.serve.shapes import DONE, chat_logprobs, legacy_logprobs, sse
+from sentiric_cli.serve.shapes import DONE, chat_logprobs, echo_logprobs, legacy_logprobs, sse
 
 router = APIRouter()
 
@@ -47,6 +47,8 @@ class Reply:
     logprobs: bool
     tools: toolcalls.ToolUse | None = None
     include_usage: bool = False
+    echo: list[tuple[str, list[int]]] | None = None  # completions with echo: each prompt's text and tokens
+    token_ids: bool = False  # logprobs name tokens `token_id:N` (vLLM's return_tokens_as_token_ids)
 
     def __post_init__(self) -> None:
         self.id = f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
@@ -85,8 +87,12 @@ class Reply:
                 msg, why = self.message(r)
                 lp = chat_logprobs(model, r.logprobs) if self.logprobs else None
                 choices.append({"index": r.index, "message": msg, "logprobs": lp, "finish_reason": why})
+            elif self.echo is not None:  # the prompt, then the answer (OpenAI's echo); r.index // n: its prompt
+                text, toks = self.echo[r.index // self.n]
+                lp = echo_logprobs(model, toks, r.prompt_logprobs, r.logprobs, self.token_ids) if self.logprobs else None
+                choices.append({"index": r.index, "text": text + r.text, "logprobs": lp, "finish_reason": reason(r)})
             else:
-                lp = legacy_logprobs(model, r.logprobs) if self.logprobs else None
+                lp = legacy_logprobs(model, r.logprobs, ids=self.token_ids) if self.logprobs else None
                 choices.append({"index": r.index, "text": r.text, "logprobs": lp, "finish_reason": reason(r)})
         return {**self.head(self.object), "choices": choices, "usage": usage(records, self.n)}
 
@@ -153,7 +159,7 @@ class Reply:
         if self.kind == "chat":
             lp = chat_logprobs(model, ev.logprobs or []) if self.logprobs else None
             return {"index": ev.index, "delta": {"content": ev.text}, "logprobs": lp, "finish_reason": None}
-        lp = legacy_logprobs(model, ev.logprobs or [], offsets[ev.index]) if self.logprobs else None
+        lp = legacy_logprobs(model, ev.logprobs or [], offsets[ev.index], self.token_ids) if self.logprobs else None
         offsets[ev.index] += len(ev.text)
         return {"index": ev.index, "text": ev.text, "logprobs": lp, "finish_reason": None}
 
@@ -211,6 +217,10 @@ def prompts(given, model) -> list[list[int] | str]:
     raise BadRequest("prompt: a text, a list of texts, token ids, or a list of token-id lists", "prompt")
 
 
+def _text(model, toks: list[int]) -> str:
+    return b"".join(model.piece(t) for t in toks).decode("utf-8", errors="replace")
+
+
 def _ids(items: list, model) -> list[int]:
     out: list[int] = []
     for p in items:
@@ -238,15 +248,24 @@ async def completions(body: CompletionBody, http: HTTPRequest):
         return await serve_long(http, srv, body, given[0], "text")
     grammar = body_grammar(body)
     top = body.logprobs if body.logprobs is not None else -1
-    reqs = []
+    if body.echo and body.stream:
+        raise BadRequest("echo: not supported with stream; ask without stream", "echo")
+    reqs, echoed = [], []
     for p in given:
         toks = p if isinstance(p, list) else await off_loop(len(p), model.tokenize, p, True, True)
         if not toks:
             raise BadRequest("the prompt is empty", "prompt")
         split = 1 if toks[0] == model.bos else 0  # pin BOS; the rest streams through the window
-        reqs.append(build_request(srv, body, toks[:split], toks[split:], grammar, top, body.n))
+        if body.echo and body.logprobs_from:  # the context pinned and read, not scored
+            split = max(split, min(body.logprobs_from, len(toks) - 1))
+        req = build_request(srv, body, toks[:split], toks[split:], grammar, top, body.n, handled=("echo",))
+        if body.echo and top >= 0:  # the prompt's log-probabilities: every token scored as it is read
+            req = replace(req, score=True, prompt_logprobs=top)
+        reqs.append(req)
+        echoed.append((p if isinstance(p, str) else _text(model, toks), toks))
     reply = Reply(srv, "text", body.n, body.logprobs is not None,
-                  include_usage=bool(body.stream_options and body.stream_options.include_usage))
+                  include_usage=bool(body.stream_options and body.stream_options.include_usage),
+                  echo=echoed if body.echo else None, token_ids=bool(body.return_tokens_as_token_ids))
     return await reply.respond(http, reqs, body.stream)
 
 

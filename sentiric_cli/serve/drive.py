@@ -219,10 +219,12 @@ NEUTRAL: dict[str, tuple] = {"typical_p": (None, 1.0), "tfs_z": (None, 1.0), "mi
                              "echo": (None, False), "suffix": (None, "")}
 
 
-def unsupported(body) -> None:
-    """A 400 naming the first sampling field set that this server would otherwise ignore."""
+def unsupported(body, handled: tuple[str, ...] = ()) -> None:
+    """A 400 naming the first sampling field set that this server would otherwise ignore (`handled`: the route's own)."""
     for name, neutral in NEUTRAL.items():
         value = getattr(body, name, None)
+        if name in handled:
+            continue
         if value not in neutral:
             raise BadRequest(f"{name}: not supported by this server (only {neutral[1]!r} is accepted); leave it out",
                              name)
@@ -254,14 +256,15 @@ def logit_bias(model, given) -> tuple[tuple[int, float], ...]:
 
 
 def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: str | None = None,
-                  top_logprobs: int = -1, n: int = 1, triggers: tuple[str, ...] = ()) -> Request:
+                  top_logprobs: int = -1, n: int = 1, triggers: tuple[str, ...] = (),
+                  handled: tuple[str, ...] = ()) -> Request:
     """The engine request for a body's sampling fields, over the server's settings."""
     if n > srv.settings.threads:
         raise BadRequest(f"n: at most {srv.settings.threads} (this server's threads); got {n}", "n")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     if any(not s for s in stop):
         raise BadRequest("stop: empty strings cannot end an answer", "stop")
-    unsupported(body)
+    unsupported(body, handled)
     overrides = {k: v for k, v in {"temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
                                    "min_p": body.min_p, "repeat_penalty": body.repeat_penalty,
                                    "presence_penalty": getattr(body, "presence_penalty", None),

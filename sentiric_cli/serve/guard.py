@@ -15,7 +15,7 @@ from starlette.routing import Match
 
 from sentiric_cli.serve.errors import error
 
-PUBLIC = {"/health", "/v1/health", "/models", "/v1/models"}
+PUBLIC = {"/health", "/v1/health", "/readyz", "/livez", "/v1/livez", "/models", "/v1/models"}
 
 
 def key_ok(headers: Headers, key: str) -> bool:

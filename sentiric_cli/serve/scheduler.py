@@ -179,8 +179,10 @@ class Scheduler:
             if job.cancelled:
                 self._send(job, None)
                 continue
-            prompt = job.request.head + job.request.body + job.request.tail
-            slot, reuse = self._place(free, prompt)
+            req = job.request
+            # a scored request reuses at most its head: each body token is scored as it is read, and one found in
+            # the cache would be read by no one
+            slot, reuse = self._place(free, req.head if req.score else req.head + req.body + req.tail)
             try:
                 # quiet: a non-streamed request wants only the record (the copies made for n answers inherit it)
                 seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=True, quiet=not job.stream,

@@ -123,6 +123,10 @@ class CompletionBody(_Common):
     prompt: str | list[int | str | list[int | str]]
     logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
+    return_tokens_as_token_ids: bool | None = None  # vLLM's: logprobs name tokens `token_id:N`
+    # sentiric's, with echo: the prompt's log-probabilities from this token on (those before it null), so scoring
+    # a continuation does not pay for its context's (one vocabulary-wide row per scored token)
+    logprobs_from: int | None = Field(None, ge=0)
 
 
 class ChatBody(_Common):
