@@ -107,22 +107,38 @@ def run(
 
 def _remote(settings, prompt: str, document: str | None, instruction: str, raw: bool, base: Request,
             kind: str | None, as_json: bool, err: Console) -> LongRecord:
-    """The map-reduce with the backends reading (longdoc/remote.py): the local model gives only its vocabulary."""
+    """The map-reduce with the backends reading (longdoc/remote.py). The document is cut with the vocabulary of
+    the GGUF given (--model, a profile or the environment: loaded vocabulary only), else of the first backend with
+    a /tokenize, else of the bundled model; `remote.check` makes sure every backend reads those tokens alike."""
     from sentiric_cli.engine.bindings import Model
     from sentiric_cli.longdoc import remote
+    from sentiric_cli.longdoc.vocab import BackendVocab
 
-    model = Model(model_path(settings.model), settings, vocab_only=True)
-    try:
-        with remote.connect(settings.backends, settings.backend_api_key, settings.backend_timeout,
-                            settings.backend_slots) as fleet:
+    with remote.connect(settings.backends, settings.backend_api_key, settings.backend_timeout,
+                        settings.backend_slots) as fleet:
+        found: BackendVocab | None = None
+        if "model" not in settings.model_fields_set:
+            for b in fleet.backends:
+                if (found := BackendVocab.of(fleet.http, b.url)) is not None:
+                    source = f"{b.url}/tokenize"
+                    break
+        model: BackendVocab | Model
+        if found is None:
+            path = model_path(settings.model)
+            model, source = Model(path, settings, vocab_only=True), str(path)
+        else:
+            model = found
+        try:
             remote.check(fleet, model)
             window = fleet.window or settings.context_size
-            return _stream(lambda progress: remote.answer(fleet, model, window, prompt, document, settings.strategy,
-                                                          instruction=instruction, raw=raw, base=base,
-                                                          progress=progress, kind=kind),
-                           as_json, err, len(document or prompt))
-    finally:
-        model.close()
+            rec = _stream(lambda progress: remote.answer(fleet, model, window, prompt, document, settings.strategy,
+                                                         instruction=instruction, raw=raw, base=base,
+                                                         progress=progress, kind=kind),
+                          as_json, err, len(document or prompt))
+        finally:
+            model.close()
+    rec.vocabulary = source
+    return rec
 
 
 def backend_summary(r: LongRecord) -> str:

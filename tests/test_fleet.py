@@ -151,6 +151,7 @@ def test_run_through_two_backends_gives_the_local_answer_and_citations(replicas,
     assert str(KEY16) in out["answer"] and out["answer"] == local16["answer"]
     assert out["longdoc"]["citations"] == local16["longdoc"]["citations"]
     assert out["longdoc"]["chunks"] == local16["longdoc"]["chunks"]  # the same passages: the same vocabulary
+    assert out["longdoc"]["vocabulary"] == f"{a}/tokenize"  # no --model: the first backend's vocabulary
     shares = {x["url"]: x["requests"] for x in out["longdoc"]["backends"]}
     assert len(shares) == 2 and all(n > 0 for n in shares.values())  # both read chunks
     assert out["longdoc"]["retried"] == []
@@ -184,6 +185,24 @@ def test_a_backend_killed_mid_map_has_its_chunks_retried_on_the_other(doc16, loc
     assert sum(x["requests"] for x in by_url.values()) >= n_map
 
 
+def test_the_only_backend_killed_mid_map_is_one_line_and_exit_2(doc16):
+    with server("--threads", "2", "--context", WINDOW) as (a, victim, _):
+        proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "run", QUESTION, "-f", str(doc16[0]),
+                                 "--backend", a, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=_env(None))
+        try:
+            deadline = time.monotonic() + WAIT
+            while _metric(a, "sentiric_requests_total") < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            victim.send_signal(signal.SIGKILL)
+            out, err = proc.communicate(timeout=WAIT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_user_error(r, "no backend answered a map request", a)
+
+
 class _NotOpenAI(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         self.send_response(200)
@@ -195,7 +214,7 @@ class _NotOpenAI(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_bad_backends_are_one_line_and_exit_2(doc16, micro):
+def test_bad_backends_are_one_line_and_exit_2(replicas, doc16, micro, bundled):
     path = str(doc16[0])
     assert_user_error(run("run", QUESTION, "-f", path, "--backend", "localhost:1"), "not an http(s) URL")
     with __import__("socket").socket() as s:
@@ -209,18 +228,24 @@ def test_bad_backends_are_one_line_and_exit_2(doc16, micro):
                           "not an OpenAI-compatible server")
     finally:
         web.shutdown()
+    (a, _, _), _ = replicas
     with server("--model", str(micro), "--threads", "1", "--context", "256") as (other, _, _):
-        assert_user_error(run("run", QUESTION, "-f", path, "--backend", other), "has another vocabulary")
+        # another model behind the URL than the GGUF given, or than the first backend's
+        assert_user_error(run("run", QUESTION, "-f", path, "--model", str(bundled), "--backend", other),
+                          "has another vocabulary")
+        assert_user_error(run("run", QUESTION, "-f", path, "--backend", a, "--backend", other),
+                          "has another vocabulary")
         assert_user_error(run("run", QUESTION, "-f", path, "--backend", f"{other}#no-such-model"), "has no model")
 
 
-def test_the_backends_come_from_the_environment_too(replicas, doc16, local16):
+def test_the_backends_come_from_the_environment_too(replicas, doc16, local16, bundled):
     (a, _, _), _ = replicas
-    r = run("run", QUESTION, "-f", str(doc16[0]), "--json", env={"LLM_LLAMA_SERVICE_BACKENDS": a,
-                                                               "LLM_LLAMA_SERVICE_BACKEND_SLOTS": "1"})
+    r = run("run", QUESTION, "-f", str(doc16[0]), "--json", "--model", str(bundled),
+            env={"LLM_LLAMA_SERVICE_BACKENDS": a, "LLM_LLAMA_SERVICE_BACKEND_SLOTS": "1"})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["answer"] == local16["answer"]
+    assert out["longdoc"]["vocabulary"] == str(bundled)  # the GGUF given: its vocabulary, loaded alone
     assert [(x["url"], x["slots"]) for x in out["longdoc"]["backends"]] == [(a, 1)]
 
 

@@ -99,27 +99,33 @@ class Model:
         return t.decode("utf-8", errors="replace") if t else None
 
     def apply_template(self, template: str, messages: list[tuple[str, str]], add_assistant: bool = True) -> str:
-        arr = (C.llama_chat_message * len(messages))()
-        keep = []
-        for i, (role, content) in enumerate(messages):
-            r, c = role.encode(), content.encode()
-            keep += [r, c]
-            arr[i].role, arr[i].content = r, c
-        tmpl = template.encode()
-        size = sum(len(c) for c in keep) * 2 + 1024
-        buf = ctypes.create_string_buffer(size)
-        n = C.llama_chat_apply_template(tmpl, arr, len(messages), add_assistant, buf, size)
-        if n > size:
-            buf = ctypes.create_string_buffer(n)
-            n = C.llama_chat_apply_template(tmpl, arr, len(messages), add_assistant, buf, n)
-        if n < 0:
-            raise SentiricError("the model's chat template is not one llama.cpp can apply", "use --raw")
-        return buf.raw[:n].decode("utf-8", errors="replace")
+        return apply_template(template, messages, add_assistant)
 
     def close(self) -> None:
         if self.handle:
             C.llama_model_free(self.handle)
             self.handle = None
+
+
+def apply_template(template: str, messages: list[tuple[str, str]], add_assistant: bool = True) -> str:
+    """llama.cpp's built-in chat templates (llama_chat_apply_template needs no model: a vocabulary from a server
+    renders with it too)."""
+    arr = (C.llama_chat_message * len(messages))()
+    keep = []
+    for i, (role, content) in enumerate(messages):
+        r, c = role.encode(), content.encode()
+        keep += [r, c]
+        arr[i].role, arr[i].content = r, c
+    tmpl = template.encode()
+    size = sum(len(c) for c in keep) * 2 + 1024
+    buf = ctypes.create_string_buffer(size)
+    n = C.llama_chat_apply_template(tmpl, arr, len(messages), add_assistant, buf, size)
+    if n > size:
+        buf = ctypes.create_string_buffer(n)
+        n = C.llama_chat_apply_template(tmpl, arr, len(messages), add_assistant, buf, n)
+    if n < 0:
+        raise SentiricError("the model's chat template is not one llama.cpp can apply", "use --raw")
+    return buf.raw[:n].decode("utf-8", errors="replace")
 
 
 class Context:

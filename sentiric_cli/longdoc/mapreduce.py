@@ -91,6 +91,7 @@ class LongRecord:
     conflicts: list[str] = field(default_factory=list)  # lookup: other supported answers, shown not hidden
     backends: list[dict] = field(default_factory=list)  # run --backend: each backend's share (remote.py)
     retried: list[dict] = field(default_factory=list)  # run --backend: requests sent again after a backend failed
+    vocabulary: str = ""  # run --backend: what cut the document (the GGUF's path, or a backend's /tokenize)
 
 
 def record_dict(r: LongRecord) -> dict:

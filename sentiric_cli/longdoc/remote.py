@@ -132,6 +132,7 @@ class Fleet:
         """One request's record: sent to the least busy backend at rest no longer; on a failure another one
         (the same again only when it is the only one), TRIES times in all."""
         failed: Backend | None = None
+        error = ""
         for _ in range(TRIES * len(self.backends)):
             b = self._take(avoid=failed)
             try:
@@ -140,16 +141,15 @@ class Fleet:
                 self._give(b, ok=False)
                 with self.lock:
                     self.retries.append(Retry(name, i, b.url, str(e)))
-                failed = b
+                failed, error = b, f"{b.url}: {e}"
                 continue
             except BaseException:
-                self._give(b, ok=True)
+                self._give(b, ok=None)  # refused as asked (a 4xx), or interrupted: neither served nor down
                 raise
             self._give(b, ok=True)
             return rec
-        last = self.retries[-1]
-        raise SentiricError(f"no backend answered: {last.backend} {last.error}",
-                            "check the backends (sentiric serve ... --host, their /health)")
+        raise SentiricError(f"no backend answered a {name} request after {TRIES * len(self.backends)} tries "
+                            f"(last: {error})", "check the backends (their /health) and backend_timeout")
 
     def _take(self, avoid: Backend | None) -> Backend:
         with self.lock:
@@ -164,13 +164,13 @@ class Fleet:
                 waits = [b.rest_until - now for b in self.backends if b.rest_until > now]
                 self.lock.wait(timeout=min(waits) if waits else None)
 
-    def _give(self, b: Backend, ok: bool) -> None:
+    def _give(self, b: Backend, ok: bool | None) -> None:
         with self.lock:
             b.busy -= 1
             if ok:
                 b.served += 1
                 b.in_a_row = 0
-            else:
+            elif ok is False:
                 b.failed += 1
                 b.in_a_row += 1
                 b.rest_until = time.monotonic() + min(REST[1], REST[0] * 2 ** (b.in_a_row - 1))
