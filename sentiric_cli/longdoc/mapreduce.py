@@ -18,13 +18,14 @@ within the window budget, and the last round writes the answer with the user's s
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import statistics
 from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 
-from sentiric_cli.engine.prompt import MARK, frame
+from sentiric_cli.engine.prompt import MARK, byte_offsets, frame
 from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
@@ -284,12 +285,8 @@ class MapJob:
 
     def _text_tokens(self, rec: Record) -> int:
         """How many of the generated tokens start inside the answer's text."""
-        size, at = len(rec.text.encode("utf-8")), 0
-        for n, t in enumerate(rec.tokens):
-            if at >= size:
-                return n
-            at += len(self.model.piece(t))
-        return len(rec.tokens)
+        starts = byte_offsets(self.model, rec.tokens)[:-1]
+        return bisect.bisect_left(starts, len(rec.text.encode("utf-8")))
 
     # ---- check: does the question drive the quote?
 

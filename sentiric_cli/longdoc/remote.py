@@ -30,7 +30,7 @@ from sentiric_cli.engine.types import Piece, Record, Request
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.longdoc.mapreduce import LongRecord, MapJob, Phase
 from sentiric_cli.longdoc.protocol import Protocol, protocol
-from sentiric_cli.longdoc.strategies import PhaseProgress, one_read
+from sentiric_cli.longdoc.strategies import PhaseProgress, one_read, rounds
 
 PROBE = "Sentiric reads the vocabulary: naïve café, 1234 kilometres, ünïcödé, <b>bold</b>."
 DEFAULT_SLOTS = 2  # a backend that does not say (vLLM, a LiteLLM proxy): set backend_slots for more
@@ -123,7 +123,8 @@ class Fleet:
             raise SentiricError(f"backend {b.url} refused a request: HTTP {r.status_code}: {_message(r)}",
                                 "is it an OpenAI-compatible completions server serving the local model?")
         try:
-            return record(req, r.json()["choices"][0], r.json().get("usage") or {})
+            data = r.json()
+            return record(req, data["choices"][0], data.get("usage") or {})
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise SentiricError(f"backend {b.url} answered in a shape this client cannot read ({e!r})",
                                 "sentiric serve, vLLM, or a LiteLLM proxy in front of them") from None
@@ -316,7 +317,7 @@ def check(fleet: Fleet, model) -> None:
                                 + (" (other ids)" if len(theirs) == len(ids) else ""),
                                 "give --model the GGUF the backends serve (only its vocabulary is loaded)")
         try:
-            r = fleet.http.post(f"{b.url}/v1/completions", json={**fleet.body(b, probe), "logprobs": 0})
+            r = fleet.http.post(f"{b.url}/v1/completions", json=fleet.body(b, probe))
         except httpx.HTTPError as e:
             raise SentiricError(f"backend {b.url} does not answer a completion ({_short(str(e))})") from None
         if r.status_code == 401:
@@ -355,21 +356,10 @@ def _tokenize(http: httpx.Client, b: Backend) -> list[int] | None:
 
 def drive(fleet: Fleet, steps: Protocol) -> Generator[PhaseProgress, None, LongRecord]:
     """The map-reduce protocol with each round's requests sent to the backends; progress says each one's share."""
-    try:
-        step = next(steps)
-        while True:
-            n = len(step.requests)
-            recs: list[Record | None] = [None] * n
-            yield PhaseProgress(step.name, 0, n, fleet.shares())
-            for done, (i, rec) in enumerate(fleet.run(step.name, step.requests), 1):
-                recs[i] = rec
-                yield PhaseProgress(step.name, done, n, fleet.shares())
-            step = steps.send(recs)  # type: ignore[arg-type]  # every request has its record by now
-    except StopIteration as end:
-        out: LongRecord = end.value
-        out.backends = [b.report() for b in fleet.backends]
-        out.retried = [asdict(r) for r in fleet.retries]
-        return out
+    out = yield from rounds(steps, fleet.run, fleet.shares)
+    out.backends = [b.report() for b in fleet.backends]
+    out.retried = [asdict(r) for r in fleet.retries]
+    return out
 
 
 def answer(fleet: Fleet, model, window: int, prompt: str, document: str | None, strategy: str, *, instruction: str,

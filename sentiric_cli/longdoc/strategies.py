@@ -16,7 +16,7 @@ Yields progress (PhaseProgress) and the answer's text (engine.Piece), then one L
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from sentiric_cli.engine.core import Engine
@@ -110,15 +110,22 @@ def _map(engine: Engine, job: MapJob, phases: list[Phase]) -> Iterator:
 
 def drive(engine: Engine, steps: Protocol) -> Generator[PhaseProgress, None, LongRecord]:
     """The synchronous driver of the map-reduce protocol: each round through run_pool, progress per record."""
+    return (yield from rounds(steps, lambda name, requests: run_pool(engine, requests)))
+
+
+def rounds(steps: Protocol, run: Callable[[str, list[Request]], Iterable[tuple[int, Record]]],
+           shares: Callable[[], dict[str, int]] | None = None) -> Generator[PhaseProgress, None, LongRecord]:
+    """Drive the protocol: each round's requests through run(name, requests), which yields (index, record) in any
+    order; progress per record (with shares(), who answered how many). This driver and remote.py's use it."""
     try:
         step = next(steps)
         while True:
             n = len(step.requests)
             recs: list[Record | None] = [None] * n
-            yield PhaseProgress(step.name, 0, n)
-            for done, (i, rec) in enumerate(run_pool(engine, step.requests), 1):
+            yield PhaseProgress(step.name, 0, n, shares() if shares else None)
+            for done, (i, rec) in enumerate(run(step.name, step.requests), 1):
                 recs[i] = rec
-                yield PhaseProgress(step.name, done, n)
+                yield PhaseProgress(step.name, done, n, shares() if shares else None)
             step = steps.send(recs)  # type: ignore[arg-type]  # every request has its record by now
     except StopIteration as end:
         return end.value
