@@ -55,6 +55,7 @@ test-v3:
 # anew from the newest of each (bench/report.py); the narrative of earlier runs is docs/benchmarks-history.md
 bench: install litellm
 	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/plan_speed_bench.py
 	$(BIN)/python bench/gpu_plan_bench.py
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/longdoc_eval.py --half test --record

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "benchmarks.md"
 # bench/results/NAME.jsonl, in the order docs/benchmarks.md shows them (the script that writes each: its `record` call)
-SECTIONS = ("plan", "plan_time", "gpu_plan", "run", "longdoc_eval", "longdoc", "serve", "cpu_paths", "soak", "overhead",
-            "overhead_contention", "slot_steps", "step_cpu", "padding", "sampling", "fleet", "ab")
+SECTIONS = ("plan", "plan_time", "plan_speed", "gpu_plan", "run", "longdoc_eval", "longdoc", "serve", "cpu_paths", "soak",
+            "overhead", "overhead_contention", "slot_steps", "step_cpu", "padding", "sampling", "fleet", "ab")
 
 
 def machine() -> str:

@@ -1,3 +1,3 @@
-from sentiric_cli.cli import main
+from sentiric_cli.cli import entry
 
-main()
+entry()

@@ -6,6 +6,7 @@ LLM_LLAMA_SERVICE_<KEY in upper case> (e.g. LLM_LLAMA_SERVICE_THREADS for `threa
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -14,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sentiric_cli.errors import SentiricError
@@ -186,24 +186,31 @@ def _check(values: dict[str, Any], where: str, name=None) -> dict[str, Any]:
     return values
 
 
-class _ProfileLoader(yaml.SafeLoader):
+def _profile_loader():
     """YAML without aliases: a profile needs none, and a few hundred bytes of nested aliases expand to gigabytes
-    wherever the value is walked (validation, an error message)."""
+    wherever the value is walked (validation, an error message). Made on first use: yaml is imported only
+    where a profile is read or written, not by every command's start."""
+    import yaml
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a profile",
-                                              self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+    class ProfileLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a profile",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return ProfileLoader
 
 
 def read_profile(path: str | os.PathLike) -> dict[str, Any]:
+    import yaml
+
     p = Path(path)
     if not _safely(Path.is_file, p):
         hint = f"profiles shipped: {', '.join(sorted(x.stem for x in profiles_dir().glob('*.yaml')))}"
         raise SentiricError(f"profile {p}: no such file", hint)
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_ProfileLoader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_profile_loader())  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -268,6 +275,37 @@ def load_settings(profile: str | None = None, overrides: dict[str, Any] | None =
 
 
 def to_yaml(settings: Settings, comment: str = "") -> str:
-    body = yaml.safe_dump(settings.model_dump(), sort_keys=False)
-    head = "".join(f"# {line}\n" for line in comment.splitlines())
-    return head + body
+    """The settings as a profile. Written here rather than by PyYAML, whose import alone is a twentieth of a second
+    of every `plan`: every value is a scalar or a list of scalars; a string that is not plainly a word is
+    written as a JSON string, which YAML reads as a double-quoted scalar (tests/test_settings.py reads it back)."""
+    lines = [f"# {line}" for line in comment.splitlines()]
+    for key, value in settings.model_dump().items():
+        if isinstance(value, list):
+            lines.append(f"{key}: []" if not value else f"{key}:")
+            lines += [f"- {_scalar(v)}" for v in value]
+        else:
+            lines.append(f"{key}: {_scalar(value)}")
+    return "\n".join(lines) + "\n"
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_KEYWORDS = {"null", "true", "false", "yes", "no", "on", "off", "y", "n", "~", "nan", "inf"}
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return ".nan" if v != v else ".inf" if v > 0 else "-.inf"
+        text = repr(v)
+        # YAML 1.1 (PyYAML) reads 1e-05 as a string: its floats need a dot
+        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
+    if isinstance(v, str):
+        plain = _PLAIN.fullmatch(v) and v.lower() not in _KEYWORDS
+        return v if plain else json.dumps(v)
+    raise TypeError(f"a profile holds scalars and lists of them, not {type(v).__name__}")

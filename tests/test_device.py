@@ -28,6 +28,8 @@ class FakeGPU:
     total: int
     free: int
     mig: list | None = None  # None: MIG not supported; []: supported but off; [(total, free) or None, ...]: on
+    mem_clock_mhz: int = 0  # 0: NVML says "Not Supported"
+    bus_width: int = 0
 
 
 @dataclass
@@ -42,9 +44,22 @@ class FakeNVML:
         m.NVMLError = NVMLError
         for name in ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
                      "nvmlDeviceGetName", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMigMode",
-                     "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex"):
+                     "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+                     "nvmlDeviceGetMaxClockInfo", "nvmlDeviceGetMemoryBusWidth"):
             setattr(m, name, getattr(self, name))
+        m.NVML_CLOCK_MEM = 2
         return m
+
+    def nvmlDeviceGetMaxClockInfo(self, h, clock):
+        assert clock == 2  # NVML_CLOCK_MEM
+        if not self.gpus[h[1]].mem_clock_mhz:
+            raise NVMLError("Not Supported")
+        return self.gpus[h[1]].mem_clock_mhz
+
+    def nvmlDeviceGetMemoryBusWidth(self, h):
+        if not self.gpus[h[1]].bus_width:
+            raise NVMLError("Not Supported")
+        return self.gpus[h[1]].bus_width
 
     def nvmlInit(self):
         self.calls.append("init")

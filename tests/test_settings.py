@@ -264,3 +264,13 @@ def test_to_yaml_round_trips(tmp_path):
     p = profile(tmp_path, text)
     assert load_settings(str(p), None, {}) == s
     assert list(yaml.safe_load(text)) == list(FIELDS)  # every setting, in declaration order
+
+
+def test_to_yaml_quotes_what_is_not_a_plain_word():
+    """to_yaml writes YAML itself (no PyYAML at `plan`'s start): odd strings, keywords, exponents read back."""
+    s = Settings(tensor_overrides=["blk\\.(0|1)\\.ffn_.*=CPU", "x: y #z=CPU"], cors_origins=["http://[::1]"],
+                 served_model_name="null", min_p=1e-05, tensor_split=[3.0, 1.0], model="/a b/c.gguf",
+                 api_key="it's \"q\" \u00e9 yes\n", strategy="map")
+    text = to_yaml(s)
+    assert yaml.safe_load(text) == s.model_dump()
+    assert "min_p: 1.0e-05\n" in text and 'served_model_name: "null"\n' in text and "strategy: map\n" in text

@@ -12,11 +12,11 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType
-
 from sentiric_cli.errors import SentiricError
+from sentiric_cli.gguf.quants import DEFAULT_ALIGNMENT, GGUF_MAGIC, TYPES
 
 SUPPORTED_VERSIONS = (2, 3)
 MAX_KEPT_ARRAY = 4096  # per-layer arrays are at most a few hundred long; the vocabulary is not kept
@@ -53,14 +53,14 @@ class TensorInfo:
             n *= d
         return n
 
-    @property
+    @cached_property  # a plan sums every tensor's bytes for each option it weighs
     def n_bytes(self) -> int:
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(self.type)]
+        _, block, size = TYPES[self.type]
         return self.n_elements // block * size
 
     @property
     def type_name(self) -> str:
-        return GGMLQuantizationType(self.type).name
+        return TYPES[self.type][0]
 
 
 @dataclass
@@ -73,19 +73,39 @@ class GGUFHeader:
     file_size: int
     warnings: list[str] = field(default_factory=list)
     shards: list[Path] = field(default_factory=list)  # every file of a split model, first first (shards.py)
+    url: str = ""  # where a remote model's header was read from (remote.py); `path` is then its cached head
+    # figures derived from the tensors, kept by whoever computes them (a plan weighs ~100 shapes of one header);
+    # not an init field, so dataclasses.replace (shards.py) starts a new one
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def data_bytes_needed(self) -> int:
         return max((t.offset + t.n_bytes for t in self.tensors), default=0)
 
 
+class Short(Exception):
+    """The header goes on past the bytes read so far (a remote file read in ranges): read up to `need`."""
+
+    def __init__(self, need: int) -> None:
+        super().__init__(need)
+        self.need = need
+
+
+_U64 = struct.Struct("<Q")
+
+
 class _Cursor:
-    def __init__(self, buf, size: int) -> None:
+    """Reads `buf`, the first `have` bytes of a file of `size` bytes (have == size for a local file)."""
+
+    def __init__(self, buf, size: int, have: int | None = None) -> None:
         self.buf, self.size, self.pos = buf, size, 0
+        self.have = size if have is None else have
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
             raise SentiricError(f"truncated GGUF header: {what} at byte {self.pos} runs past the end", HINT)
+        if self.pos + n > self.have:
+            raise Short(self.pos + n)
 
     def scalar(self, fmt: str, what: str):
         n = struct.calcsize(fmt)
@@ -131,13 +151,27 @@ def _value(cur: _Cursor, vtype: int, key: str):
         n = cur.count(f"length of {key!r}", item, MAX_ARRAY)
         if n > MAX_KEPT_ARRAY:
             if itype == _STRING:
-                for _ in range(n):
-                    cur.skip_string(key)
+                _skip_strings(cur, n, key)
             else:
                 cur.pos += n * item
             return SkippedArray(itype, n)
         return [_value(cur, itype, key) for _ in range(n)]
     raise SentiricError(f"corrupt GGUF header: unknown value type {vtype} for {key!r}", HINT)
+
+
+def _skip_strings(cur: _Cursor, n: int, key: str) -> None:
+    """cur.skip_string n times, in one loop over locals: a vocabulary is ~150k strings, the bulk of a header."""
+    buf, pos, end, unpack = cur.buf, cur.pos, min(cur.size, cur.have), _U64.unpack_from
+    done = 0
+    while done < n and pos + 8 <= end:
+        (length,) = unpack(buf, pos)
+        if pos + 8 + length > end:
+            break
+        pos += 8 + length
+        done += 1
+    cur.pos = pos
+    for _ in range(n - done):  # past the bytes at hand: the cursor's own checks say whether truncated or short
+        cur.skip_string(key)
 
 
 def _tensor(cur: _Cursor, index: int) -> TensorInfo:
@@ -148,9 +182,9 @@ def _tensor(cur: _Cursor, index: int) -> TensorInfo:
     shape = tuple(cur.scalar("<Q", f"shape of {name!r}") for _ in range(n_dims))
     ttype = cur.scalar("<I", f"type of {name!r}")
     try:
-        block, _ = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-    except (ValueError, KeyError):
-        raise SentiricError(f"unknown tensor type {ttype} for {name!r}", "a newer GGUF than this gguf package knows?") from None
+        _, block, _ = TYPES[ttype]
+    except KeyError:
+        raise SentiricError(f"unknown tensor type {ttype} for {name!r}", "a newer GGUF than sentiric knows?") from None
     if any(d <= 0 or d >= 2**62 for d in shape) or shape[0] % block:
         raise SentiricError(f"corrupt GGUF header: tensor {name!r} has shape {list(shape)}", HINT)
     offset = cur.scalar("<Q", f"offset of {name!r}")
@@ -168,14 +202,16 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
         if size == 0:
             raise SentiricError(f"{p}: empty file, not a GGUF model", HINT)
         with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            header = _parse(p, buf, size)
+            header = parse(p, buf, size)
     except OSError as e:
         raise SentiricError(f"{p}: cannot read ({e.strerror or e})", "check the path and permissions") from None
     return header
 
 
-def _parse(p: Path, buf, size: int) -> GGUFHeader:
-    cur = _Cursor(buf, size)
+def parse(p: Path, buf, size: int, have: int | None = None) -> GGUFHeader:
+    """The header of a file of `size` bytes from `buf`, its first `have` bytes (at least 4; all by default).
+    Raises Short when the header goes on past them."""
+    cur = _Cursor(buf, size, have)
     if size < 4 or struct.unpack_from("<I", buf, 0)[0] != GGUF_MAGIC:
         raise SentiricError(f"{p}: not a GGUF file (bad magic)", "sentiric reads .gguf models (llama.cpp's format)")
     cur.pos = 4
@@ -190,7 +226,7 @@ def _parse(p: Path, buf, size: int) -> GGUFHeader:
         vtype = cur.scalar("<I", f"type of {key!r}")
         metadata[key] = _value(cur, vtype, key)
     tensors = [_tensor(cur, i) for i in range(n_tensors)]
-    align = metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
+    align = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(align, int) or align <= 0 or align & (align - 1):
         raise SentiricError(f"{p}: general.alignment {align!r} is not a power of two", HINT)
     data_offset = -(-cur.pos // align) * align

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,13 +14,13 @@ from rich.console import Console
 from sentiric_cli.bundled import model_path
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.gguf.remote import is_remote, read_remote_model
 from sentiric_cli.gguf.shards import read_model
-from sentiric_cli.plan.device import select_devices
-from sentiric_cli.plan.layout import override_places
-from sentiric_cli.plan.measure import compare
-from sentiric_cli.plan.measure import measure as dry_run
+from sentiric_cli.plan.device import host_device, select_devices
+from sentiric_cli.plan.layout import CPU, override_places
 from sentiric_cli.plan.planner import Plan, make_plan
 from sentiric_cli.plan.render import render
+from sentiric_cli.plan.speed import bandwidths, cpu_peak_flops, parse_bandwidth
 from sentiric_cli.plan.usage import NO_FIT, Extra, layer_rows
 from sentiric_cli.settings import load_settings, to_yaml
 
@@ -29,12 +28,21 @@ EXPS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # llama.cpp's --cpu-moe patter
 
 
 def plan(
-    model: str | None = typer.Argument(None, help="The .gguf model; default: the profile's, else the bundled test model."),
+    model: str | None = typer.Argument(None, help="The .gguf model: a file, an https:// URL or hf://ORG/REPO/FILE.gguf "
+                                       "(only the header is read); default: the profile's, else the bundled test model."),
+    revision: str | None = typer.Option(None, "--revision", help="The branch, tag or commit of an hf:// model "
+                                        "(default main)."),
     profile: str | None = typer.Option(None, "--profile", "-p", help="Profile name (profiles/NAME.yaml) or path."),
     gpu: str | None = typer.Option(None, "--gpu", help="GPU index from NVML (N, N:M for MIG slice M), a list (0,1) "
                                    "or all."),
     vram: str | None = typer.Option(None, "--vram", help="Plan for GPUs you are not on: one size (6GiB) or one per GPU "
                                     "(24GiB,24GiB)."),
+    ram: str | None = typer.Option(None, "--ram", help="Plan host RAM for a machine you are not on (64GiB); default: "
+                                   "this machine's available memory."),
+    bandwidth: str | None = typer.Option(None, "--bandwidth", help="Memory bandwidth for the speed estimate: 60GB/s "
+                                         "(host RAM), or host=60GB/s,gpu=936GB/s; default: measured here / NVML."),
+    mmap: bool | None = typer.Option(None, "--mmap/--no-mmap", help="Pin how host weights are held: mapped from the "
+                                     "file (page cache, the default) or read into RAM."),
     tensor_split: str | None = typer.Option(None, "--tensor-split", "-ts", help="Pin the share of layers per GPU "
                                             "(3,1 or layer counts); default: by free memory, rebalanced."),
     kv_unified: bool = typer.Option(False, "--kv-unified", help="Plan one KV cache shared by all threads "
@@ -69,18 +77,25 @@ def plan(
     overrides = {"model": model, "context_size": context, "threads": threads, "gpu_layers": gpu_layers,
                  "cache_type_k": cache_type, "cache_type_v": cache_type, "flash_attn": flash_attn,
                  "swa_full": swa_full, "ubatch_size": ubatch, "tensor_split": tensor_split, "op_offload": op_offload,
-                 "tensor_overrides": _overrides(override_tensor, cpu_moe, n_cpu_moe)}
+                 "tensor_overrides": _overrides(override_tensor, cpu_moe, n_cpu_moe), "use_mmap": mmap}
     if ubatch is not None:  # a physical batch larger than the logical one lifts it, as llama.cpp needs
         without = load_settings(profile, {**overrides, "ubatch_size": None})
         overrides["batch_size"] = ubatch if without.batch_size < ubatch else None
     settings = load_settings(profile, overrides)
     # whatever a profile, the environment or a flag set is fixed; the planner chooses the rest
     pinned = set(settings.model_fields_set) - {"model"}
-    path = model_path(settings.model)
-    header = read_model(path)
+    if is_remote(settings.model):
+        header = read_remote_model(str(settings.model), revision)
+    elif revision:
+        raise SentiricError("--revision is for hf:// models", "give hf://ORG/REPO/FILE.gguf --revision REV")
+    else:
+        header = read_model(model_path(settings.model))
     info = model_info(header)
     devices = select_devices(gpu, vram)
+    host = host_device(ram)
     gpus = sum(d.is_gpu for d in devices)
+    if not gpus and ram is not None:  # planning for host RAM: --ram is the device
+        devices = (host,)
     if gpus and settings.tensor_split and len(settings.tensor_split) != gpus:
         raise SentiricError(f"tensor_split has {len(settings.tensor_split)} entries for {gpus} GPU(s)",
                             "give one share per GPU, e.g. --gpu 0,1 --tensor-split 3,1")
@@ -89,10 +104,17 @@ def plan(
     except ValueError as e:
         raise SentiricError(str(e), "name CPU or a planned GPU's buffer (CUDA0 for --gpu's first)") from None
     extras = _extras(mmproj, draft)
-    result = make_plan(header, info, devices, settings, pinned, extras=extras, kv_unified=kv_unified)
+    given = parse_bandwidth(bandwidth)
+    bw = bandwidths(devices, given)
+    peak, peak_how = cpu_peak_flops()
+    result = make_plan(header, info, devices, settings, pinned, extras=extras, kv_unified=kv_unified, host=host,
+                       bw=bw, peaks={CPU: peak} if peak else {}, peak_how=f"the CPU's peak: {peak_how}" if peak else "")
     rows = layer_rows(header, info, devices, result.shape, result.memory) if layers else None
     compared = None
     if measure:
+        from sentiric_cli.plan.measure import compare  # here: a dry run's subprocess machinery, for --measure only
+        from sentiric_cli.plan.measure import measure as dry_run
+
         measured = dry_run(header, result.shape, settings.main_gpu)
         compared, notes = compare(result, header, measured)
         result.notes += notes
@@ -143,6 +165,8 @@ def _write(target: Path, result: Plan, force: bool) -> None:
     text = to_yaml(result.recommendation, comment)
     # write beside the target, then link (refuses an existing file atomically) or replace (--force):
     # an interrupted write never leaves half a profile, and a file that appears meanwhile is kept
+    import tempfile  # here: only --write-profile writes
+
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=".sentiric-", suffix=".yaml")

@@ -23,6 +23,7 @@ class Device:
     free_bytes: int
     index: str = ""  # "0", or "0:1" for MIG slice 1 of GPU 0
     note: str = ""
+    bandwidth: float = 0.0  # memory bytes per second (NVML), 0 when not known
 
     @property
     def is_gpu(self) -> bool:
@@ -67,6 +68,14 @@ def host_memory() -> Device:
     return Device("host", "host RAM", total, avail, note="")
 
 
+def host_device(ram: str | None = None) -> Device:
+    """The host RAM a plan must fit: MemAvailable here, or `--ram SIZE` for a machine you are not on."""
+    if ram is None:
+        return host_memory()
+    size = parse_size(ram)
+    return Device("ram", f"{size / 1024**3:.1f} GiB RAM", size, size, note="--ram: host RAM of a machine you are not on")
+
+
 def _nvml_devices() -> list[Device]:
     """Every GPU NVML reports, each MIG slice as its own device. Raises OSError-like on no driver."""
     import pynvml
@@ -92,10 +101,20 @@ def _nvml_devices() -> list[Device]:
                                       note="MIG slice: planned against the slice's own memory"))
                 continue
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            out.append(Device("gpu", name, mem.total, mem.free, str(i)))
+            out.append(Device("gpu", name, mem.total, mem.free, str(i), bandwidth=_bandwidth(pynvml, h)))
         return out
     finally:
         pynvml.nvmlShutdown()
+
+
+def _bandwidth(pynvml, h) -> float:
+    """Peak memory bandwidth: the max memory clock (MHz) x bus width (bits) x 2 (double data rate) / 8."""
+    try:
+        mhz = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM)
+        bits = pynvml.nvmlDeviceGetMemoryBusWidth(h)
+    except Exception:  # NVMLError (not supported), or an older pynvml without the call
+        return 0.0
+    return float(mhz) * 1e6 * 2 * bits / 8 if mhz and bits else 0.0
 
 
 def _text(v) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sentiric_cli.gguf.modelinfo import ModelInfo
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.memory import MiB, Shape, context_sizes, kv_cache
-from sentiric_cli.plan.usage import Breakdown, Extra
+from sentiric_cli.plan.speed import Speed
+from sentiric_cli.plan.usage import NO_FIT, Breakdown, Extra
 
 
 def _mib(n: int) -> str:
@@ -13,7 +14,7 @@ def _mib(n: int) -> str:
 
 
 def explain(header, info: ModelInfo, gpus: list[Device], devices: tuple[Device, ...], shape: Shape,
-            bd: Breakdown, extras: tuple[Extra, ...] = ()) -> list[tuple[str, str, str]]:
+            bd: Breakdown, extras: tuple[Extra, ...] = (), host_ram: Device | None = None) -> list[tuple[str, str, str]]:
     f = info.facts
     n_ctx, n_ctx_seq, n_stream = context_sizes(shape)
     rows = [
@@ -73,6 +74,16 @@ def explain(header, info: ModelInfo, gpus: list[Device], devices: tuple[Device, 
     for d in gpus or devices[:1]:
         rows.append((f"free on {d.index or d.name}" if len(gpus) > 1 else "free on device", _mib(d.free_bytes),
                      f"{d.kind}: {d.name}"))
+    if bd.host is not None:
+        h = bd.host
+        held = ("mapped from the file: page cache the kernel can drop, so a shortfall pages from disk rather than "
+                "failing" if shape.mmap else "read into allocated RAM (--no-mmap): a shortfall fails the load")
+        rows.append(("host RAM", f"{_mib(h.total_bytes)} of {_mib(h.free_bytes)}",
+                     f"weights {_mib(h.weights_bytes)} ({held}); repacked weights (CPU_REPACK) are copies in RAM; "
+                     + (f"KV {_mib(h.kv_bytes)}, CUDA_Host buffers and logits {_mib(h.compute_bytes)}"
+                        + (f", draft/projector {_mib(h.extra_bytes)}" if h.extra_bytes else "") + "; " if gpus else "")
+                     + ("against --ram" if (host_ram or devices[0]).kind == "ram"
+                        else "against MemAvailable (/proc/meminfo)")))
     rows.append(("runtime margin", _mib(bd.margin_bytes),
                  "CUDA context and pools, 1 GiB per GPU as llama.cpp's --fit keeps" if gpus else "none on host RAM"))
     return rows
@@ -85,7 +96,12 @@ def _compact(values: list[int]) -> str:
 def notes(info: ModelInfo, devices: tuple[Device, ...], shape: Shape, bd: Breakdown, fits: bool) -> list[str]:
     out = [d.note for d in devices if d.note][:1]
     gpu = any(d.is_gpu for d in devices)
-    if not fits:
+    host = bd.host if gpu else None
+    if host is not None and host.verdict == NO_FIT and all(u.verdict != NO_FIT for u in bd.devices):
+        out.append(f"fits the GPU{'s' if len(bd.devices) > 1 else ''} but not host RAM: {host.total_bytes / MiB:,.0f} "
+                   f"MiB needed of {host.free_bytes / MiB:,.0f} MiB available (weights left on the CPU "
+                   f"{host.weights_bytes / MiB:,.0f} MiB); offload more layers or keep fewer tensors on the CPU")
+    elif not fits:
         out.append("nothing fits, even the smallest option shown; try fewer GPU layers, "
                    "a smaller context, or a smaller quantization of the model")
     if info.has_swa and not shape.swa_full:
@@ -108,3 +124,17 @@ def notes(info: ModelInfo, devices: tuple[Device, ...], shape: Shape, bd: Breakd
     if info.n_ctx_train and shape.context > info.n_ctx_train:
         out.append(f"context {shape.context} is past the model's trained {info.n_ctx_train}")
     return out
+
+
+def speed_rows(sp: Speed, threads: int, peak_how: str) -> list[tuple[str, str, str]]:
+    reads = ", ".join(f"{'host' if d < 0 else f'GPU {d}'} {n / MiB:,.0f} MiB" for d, n in sorted(sp.step_bytes.items()))
+    rows = [("decode speed", "unknown" if sp.decode_tps is None else f"{sp.decode_tps:,.1f} tokens/s per request"
+             + (f", {sp.decode_tps_all:,.1f} in all" if threads > 1 and sp.decode_tps_all else ""),
+             f"a step reads {reads} (weights once, MoE experts by their used share, each busy sequence's KV at a "
+             "full context) at " + "; ".join(sp.sources) + " (a bandwidth bound: llama.cpp reaches a share of it, "
+             "docs/benchmarks.md)" + ("" if sp.decode_tps is not None else "; give --bandwidth for the missing ones"))]
+    rows.append(("prompt speed bound", "unknown" if sp.prompt_tps_bound is None
+                 else f"at most {sp.prompt_tps_bound:,.0f} tokens/s",
+                 f"{sp.prompt_flops / 1e9:,.2f} GFLOPs a prompt token (2 per weight used, attention over half the "
+                 "context) against " + (peak_how or "a peak FLOP/s NVML does not report (tensor cores)")))
+    return rows

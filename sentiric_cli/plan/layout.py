@@ -11,22 +11,30 @@ from __future__ import annotations
 
 import bisect
 import re
-
-import numpy as np
+import struct
 
 from sentiric_cli.gguf.header import GGUFHeader
 
 CPU = -1
 
 
+_F32 = struct.Struct("<f")
+
+
+def f32(x: float) -> float:
+    """x rounded to float32. One double operation on float32 operands, then this, is the float32 result
+    (a double holds more than 2 x 24 + 2 bits), so llama.cpp's float arithmetic is reproduced without numpy."""
+    return _F32.unpack(_F32.pack(x))[0]
+
+
 def split_points(fractions: list[float]) -> list[float]:
     """Cumulative, normalised split points, as float32 values (llama.cpp sums and divides in float)."""
-    acc = np.float32(0)
+    acc = 0.0
     points = []
     for f in fractions:
-        acc = np.float32(acc + np.float32(f))
+        acc = f32(acc + f32(f))
         points.append(acc)
-    return [float(np.float32(p / acc)) for p in points]
+    return [f32(p / acc) for p in points]
 
 
 def layer_devices(n_layer: int, gpu_layers: int, fractions: list[float]) -> list[int]:
@@ -43,7 +51,7 @@ def layer_devices(n_layer: int, gpu_layers: int, fractions: list[float]) -> list
         if il < start or il - start >= act:
             out.append(CPU)
             continue
-        x = np.float32(np.float32(il - start) / np.float32(act))
+        x = f32(f32(il - start) / f32(act))
         out.append(min(bisect.bisect_right(points, x), len(fractions) - 1))
     return out
 

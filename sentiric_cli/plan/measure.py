@@ -124,7 +124,7 @@ def _adopt(bd: Breakdown, m: Measured) -> Breakdown:
         need = total + u.margin_bytes
         uses.append(replace(u, compute_bytes=comp, kv_bytes=kv, total_bytes=total, need_bytes=need,
                             verdict=verdict(need, u.free_bytes)))
-    worst = max(uses, key=strain)
+    worst = max((*uses, bd.host) if bd.host is not None and bd.backend != "cpu" else uses, key=strain)
     return replace(bd, devices=tuple(uses), kv_bytes=m.kv_bytes, total_device_bytes=sum(u.total_bytes for u in uses),
                    compute_bytes=sum(u.compute_bytes for u in uses), need_bytes=sum(u.need_bytes for u in uses),
                    verdict=worst.verdict)

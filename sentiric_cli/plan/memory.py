@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from sentiric_cli.gguf.header import GGUFHeader
 from sentiric_cli.gguf.modelinfo import ModelInfo, layer_of
+from sentiric_cli.gguf.quants import named
 from sentiric_cli.plan.layout import CPU, layer_devices
 
 MiB = 1024 * 1024
@@ -26,12 +25,12 @@ def pad(n: int, to: int = CTX_PAD) -> int:
 
 def cache_type_fits(cache_type: str, head_len: int) -> bool:
     """llama.cpp refuses a cache type whose block does not divide the head length (q8_0 needs 32 | head)."""
-    block, _ = GGML_QUANT_SIZES[GGMLQuantizationType[cache_type.upper()]]
+    block, _ = named(cache_type)
     return head_len % block == 0
 
 
 def row_bytes(cache_type: str, n: int) -> int:
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[cache_type.upper()]]
+    block, size = named(cache_type)
     return n // block * size
 
 
@@ -53,6 +52,7 @@ class Shape:
     op_offload: bool = True  # a GPU build runs CPU layers' big matrix products on the first GPU
     tensor_split: tuple[float, ...] = ()  # share of the offloaded layers per GPU; () = by free memory
     overrides: tuple[str, ...] = ()  # llama.cpp's tensor buffer overrides, PATTERN=BUFFER (layout.override_places)
+    mmap: bool = True  # host weights mapped from the file (page cache) rather than read into allocated RAM
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Weights:
 class LayerWeights:
     """Tensor bytes per llama.cpp 'layer': blk.0 .. blk.{n-1}, then the output layer (index n_layer)."""
 
-    layers: list[int]  # n_layer + 1 entries; the output entry excludes a tied output's copy
+    layers: tuple[int, ...]  # n_layer + 1 entries; the output entry excludes a tied output's copy
     input_bytes: int  # token_embd and friends: always in host memory
     tied_bytes: int  # a tied output (no output.weight) is a copy of token_embd.weight, made where the output lives
 
@@ -86,6 +86,13 @@ def tensor_layer(name: str, n_layer: int) -> int | None:
 
 
 def layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
+    key = ("layer_weights", info.n_layer)
+    if key not in header.memo:
+        header.memo[key] = _layer_weights(header, info)
+    return header.memo[key]
+
+
+def _layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
     layers = [0] * (info.n_layer + 1)
     embd = inputs = 0
     tied = not any(t.name == "output.weight" for t in header.tensors)
@@ -96,7 +103,7 @@ def layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
         else:
             inputs += t.n_bytes
             embd += t.n_bytes if t.name == "token_embd.weight" else 0
-    return LayerWeights(layers, inputs, embd if tied else 0)
+    return LayerWeights(tuple(layers), inputs, embd if tied else 0)
 
 
 def weights(header: GGUFHeader, info: ModelInfo, gpu_layers: int, where: list[int] | None = None,

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, replace
 from sentiric_cli.gguf.header import GGUFHeader
 from sentiric_cli.gguf.modelinfo import ModelInfo
 from sentiric_cli.plan.device import Device
-from sentiric_cli.plan.explain import explain, notes
+from sentiric_cli.plan.explain import explain, notes, speed_rows
 from sentiric_cli.plan.memory import Shape, cache_type_fits
+from sentiric_cli.plan.speed import Bandwidths, Speed, speed
 from sentiric_cli.plan.usage import NO_FIT, Breakdown, Extra, breakdown, strain, verdict  # noqa: F401 (verdict: API)
 from sentiric_cli.settings import Settings
 
@@ -33,6 +34,8 @@ class Option:
     kv_bytes: int
     total_device_bytes: int
     verdict: str
+    host_bytes: int = 0  # host RAM a GPU option also needs (the device's own total without a GPU)
+    decode_tps: float | None = None  # one request's decode tokens/s at a full context (speed.py); None: unknown
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extras: tuple[Extra, ...] = ()
+    host: Device | None = None  # the host RAM planned beside the GPUs (the device itself without one)
+    speed: Speed | None = None  # at the recommended shape; None when not asked for
 
     @property
     def device(self) -> Device:
@@ -74,6 +79,7 @@ class Plan:
                       "sliding_layers": sum(info.swa), "known_architecture": info.known_arch},
             "device": asdict(self.device) | {"margin_bytes": self.device.margin_bytes},
             "devices": [asdict(d) | {"margin_bytes": d.margin_bytes} for d in self.devices],
+            "host": asdict(self.host) if self.host else None,
             "extras": [{"kind": e.kind, "path": str(e.header.path)} for e in self.extras],
             "settings": asdict(self.shape),
             "memory": asdict(self.memory),
@@ -82,6 +88,7 @@ class Plan:
             "fits": self.fits,
             "savings": [asdict(s) for s in self.savings],
             "explain": [{"what": w, "value": v, "source": s} for w, v, s in self.explain],
+            "speed": asdict(self.speed) if self.speed else None,
             "notes": self.notes,
             "warnings": self.warnings,
         }
@@ -93,7 +100,8 @@ def _shape(settings: Settings, info: ModelInfo) -> Shape:
                  cache_type_k=settings.cache_type_k, cache_type_v=settings.cache_type_v,
                  flash_attn=settings.flash_attn, swa_full=settings.swa_full, ubatch=settings.ubatch_size,
                  batch=settings.batch_size, kv_offload=settings.kv_offload, op_offload=settings.op_offload,
-                 tensor_split=tuple(settings.tensor_split), overrides=tuple(settings.tensor_overrides))
+                 tensor_split=tuple(settings.tensor_split), overrides=tuple(settings.tensor_overrides),
+                 mmap=settings.use_mmap)
 
 
 def _fits(bd: Breakdown) -> bool:
@@ -108,21 +116,31 @@ class Target:
     """What a shape is evaluated against: the model, the devices, extra models (draft, mmproj)."""
 
     def __init__(self, header: GGUFHeader, info: ModelInfo, devices: tuple[Device, ...],
-                 extras: tuple[Extra, ...] = ()) -> None:
-        self.header, self.info, self.devices, self.extras = header, info, devices, extras
+                 extras: tuple[Extra, ...] = (), host: Device | None = None, bw: Bandwidths | None = None,
+                 peaks: dict[int, float] | None = None) -> None:
+        self.header, self.info, self.devices, self.extras, self.host = header, info, devices, extras, host
         self.gpus = [d for d in devices if d.is_gpu]
+        self.bw, self.peaks = bw, peaks or {}
+        self._bds: dict[Shape, Breakdown] = {}  # the options table re-weighs shapes the search weighed
+
+    def speed(self, shape: Shape, bd: Breakdown) -> Speed | None:
+        return None if self.bw is None else speed(self.header, self.info, shape, bd, self.bw, self.peaks)
 
     def bd(self, shape: Shape) -> Breakdown:
-        return breakdown(self.header, self.info, self.devices, shape, self.extras)
+        if shape not in self._bds:
+            self._bds[shape] = breakdown(self.header, self.info, self.devices, shape, self.extras, host=self.host)
+        return self._bds[shape]
 
 
 def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device, ...] | list[Device],
               settings: Settings, pinned: set[str] | frozenset[str] = frozenset(), *,
-              extras: tuple[Extra, ...] = (), kv_unified: bool = False) -> Plan:
+              extras: tuple[Extra, ...] = (), kv_unified: bool = False, host: Device | None = None,
+              bw: Bandwidths | None = None, peaks: dict[int, float] | None = None, peak_how: str = "") -> Plan:
     """Recommend settings for the device(s). `pinned` names the settings the user fixed (context_size,
-    threads, gpu_layers, cache_type_k/v, flash_attn, swa_full, ubatch_size, tensor_split); the rest are chosen."""
+    threads, gpu_layers, cache_type_k/v, flash_attn, swa_full, ubatch_size, tensor_split); the rest are chosen.
+    `host`: the host RAM a GPU plan must also fit (weights left on the CPU, host KV, CUDA_Host buffers)."""
     devices = (device,) if isinstance(device, Device) else tuple(device)
-    tg = Target(header, info, devices, extras)
+    tg = Target(header, info, devices, extras, host if any(d.is_gpu for d in devices) else None, bw, peaks)
     base = replace(_shape(settings, info), kv_unified=kv_unified)
     full = info.n_layer + 1
     if "gpu_layers" not in pinned:
@@ -182,10 +200,13 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device
         "ubatch_size": shape.ubatch, "batch_size": max(shape.batch, shape.ubatch),
         "tensor_split": list(shape.tensor_split) if len(tg.gpus) > 1 else [],
     })
-    plan = Plan(info, str(header.path), devices, shape, bd, options, rec, fits, warnings=list(info.warnings),
-                extras=extras)
+    plan = Plan(info, header.url or str(header.path), devices, shape, bd, options, rec, fits, warnings=list(info.warnings),
+                extras=extras, host=tg.host or (devices[0] if not tg.gpus else None))
+    plan.speed = tg.speed(shape, bd)
     plan.savings = _savings(tg, shape)
-    plan.explain = explain(header, info, tg.gpus, devices, shape, bd, extras)
+    plan.explain = explain(header, info, tg.gpus, devices, shape, bd, extras, tg.host)
+    if plan.speed is not None:
+        plan.explain += speed_rows(plan.speed, shape.threads, peak_how)
     plan.notes = notes(info, devices, shape, bd, fits)
     return plan
 
@@ -266,7 +287,9 @@ def _balanced(tg: Target, shape: Shape) -> tuple[Shape, Breakdown]:
 
 def _option(tg: Target, shape: Shape) -> Option:
     bd = tg.bd(shape)
-    return Option(shape.context, shape.threads, bd.kv_bytes_per_thread, bd.kv_bytes, bd.total_device_bytes, bd.verdict)
+    sp = tg.speed(shape, bd)
+    return Option(shape.context, shape.threads, bd.kv_bytes_per_thread, bd.kv_bytes, bd.total_device_bytes, bd.verdict,
+                  bd.total_host_bytes, sp.decode_tps if sp else None)
 
 
 def _savings(tg: Target, shape: Shape) -> list[Saving]:

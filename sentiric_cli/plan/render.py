@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from sentiric_cli.plan.measure import Comparison
 from sentiric_cli.plan.memory import MiB
 from sentiric_cli.plan.planner import Plan
 from sentiric_cli.plan.usage import LayerRow
 from sentiric_cli.settings import to_yaml
+
+if TYPE_CHECKING:
+    from sentiric_cli.plan.measure import Comparison
 
 VERDICT_STYLE = {"very safe": "bold green", "safe": "green", "risky": "yellow", "does not fit": "bold red"}
 
@@ -44,13 +47,17 @@ def render(p: Plan, out: Console, err: Console, layers: list[LayerRow] | None = 
              + (", kv_unified" if s.kv_unified else "")
              + (f", {s.gpu_layers}/{info.n_layer + 1} layers on GPU" if gpus else ""))
     t = Table(title=f"Options ({knobs})", title_justify="left")
-    for col in ("context", "threads", "KV / thread", "KV total", "total on " + ("GPUs" if gpus else "device"),
-                "verdict"):
+    cols = ["context", "threads", "KV / thread", "KV total", "total on " + ("GPUs" if gpus else "device")]
+    cols += ["host RAM"] if gpus else []
+    cols += ["decode tok/s", "verdict"]
+    for col in cols:
         t.add_column(col, justify="left" if col == "verdict" else "right")
     for o in p.options:
         mark = o.context == s.context and o.threads == s.threads
+        speed = "?" if o.decode_tps is None else f"{o.decode_tps:,.1f}" + (f" x {o.threads}" if o.threads > 1 else "")
         t.add_row(f"{o.context:,}", str(o.threads), _mib(o.kv_bytes_per_thread), _mib(o.kv_bytes),
-                  _mib(o.total_device_bytes), _verdict(o.verdict) + (" ◀" if mark else ""))
+                  _mib(o.total_device_bytes), *([_mib(o.host_bytes)] if gpus else []), speed,
+                  _verdict(o.verdict) + (" ◀" if mark else ""))
     out.print(t)
     _breakdown(p, out)
     if layers is not None:
@@ -87,30 +94,26 @@ def _breakdown(p: Plan, out: Console) -> None:
     gpu = any(d.is_gpu for d in p.devices)
     b = Table(title=f"Breakdown: context {s.context:,} x {s.threads} thread(s)", title_justify="left")
     b.add_column("part")
-    names = [u.index if gpu else "host RAM" for u in m.devices]
-    for n in names:
-        b.add_column(f"GPU {n}" if gpu else n, justify="right")
-    extra = any(u.extra_bytes for u in m.devices)
-    rows = [("layers", [u.layers for u in m.devices]),
-            ("weights", [_mib(u.weights_bytes) for u in m.devices]),
-            ("KV cache", [_mib(u.kv_bytes) for u in m.devices]),
-            ("compute buffer", [_mib(u.compute_bytes) for u in m.devices])]
+    uses = list(m.devices) + ([m.host] if gpu and m.host is not None else [])
+    for u in uses:
+        b.add_column(f"GPU {u.index}" if u.index != "host" else "host RAM", justify="right")
+    extra = any(u.extra_bytes for u in uses)
+    weights = "weights (mapped)" if s.mmap and m.host_mapped_bytes else "weights"
+    rows = [("layers", [u.layers for u in uses]),
+            (weights, [_mib(u.weights_bytes) for u in uses]),
+            ("KV cache", [_mib(u.kv_bytes) for u in uses]),
+            ("compute buffer" + (" / host buffers" if len(uses) > len(m.devices) else ""),
+             [_mib(u.compute_bytes) for u in uses])]
     if extra:
-        rows.append(("draft / projector", [_mib(u.extra_bytes) for u in m.devices]))
-    rows += [("total allocated", [_mib(u.total_bytes) for u in m.devices]),
-             ("runtime margin", [_mib(u.margin_bytes) for u in m.devices]),
-             ("needed", [_mib(u.need_bytes) for u in m.devices]),
-             ("free", [_mib(u.free_bytes) for u in m.devices]),
-             ("verdict", [_verdict(u.verdict) for u in m.devices])]
+        rows.append(("draft / projector", [_mib(u.extra_bytes) for u in uses]))
+    rows += [("total allocated", [_mib(u.total_bytes) for u in uses]),
+             ("runtime margin", [_mib(u.margin_bytes) for u in uses]),
+             ("needed", [_mib(u.need_bytes) for u in uses]),
+             ("free", [_mib(u.free_bytes) for u in uses]),
+             ("verdict", [_verdict(u.verdict) for u in uses])]
     for name, cells in rows:
         b.add_row(name, *cells)
     out.print(b)
-    if gpu:
-        how = ("page cache with mmap; tensors overridden to CPU are copied into RAM" if p.shape.overrides
-               else "page cache with mmap")
-        out.print(f"host RAM: weights {_mib(m.weights_host_bytes)} ({how}), "
-                  f"KV {_mib(m.kv_bytes - m.kv_device_bytes)}, compute (CUDA_Host) {_mib(m.host_compute_bytes)}, "
-                  f"logits {_mib(m.output_host_bytes)}", highlight=False)
 
 
 def _layers(rows: list[LayerRow], out: Console) -> None:

@@ -91,12 +91,34 @@ class Breakdown:
     devices: tuple[DeviceUse, ...]
     compute_modelled: bool  # a CUDA figure not yet checked on a log (partial/op offload, pipeline copies)
     layer_devices: tuple[int, ...]  # where each of the n_layer + 1 layers lives (-1 = CPU)
+    host: DeviceUse | None = None  # host RAM against MemAvailable (or --ram); None when not planned
+    host_mapped_bytes: int = 0  # of the host weights, those mapped from the file (page cache, with mmap)
 
 
 def breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], shape: Shape,
-              extras: tuple[Extra, ...] = (), where: list[int] | None = None) -> Breakdown:
+              extras: tuple[Extra, ...] = (), where: list[int] | None = None, host: Device | None = None) -> Breakdown:
     """`where`: a layer placement to use instead of this llama.cpp's rule (layout.layer_devices), e.g.
-    an older build's, whose gpu_layers offloaded repeating layers before the output layer."""
+    an older build's, whose gpu_layers offloaded repeating layers before the output layer.
+    `host`: the host RAM a GPU plan also needs is checked against it (the plan's verdict is the worst)."""
+    bd = _breakdown(header, info, devs, shape, extras, where)
+    if bd.backend == "cpu":  # planning for host RAM: the one device is the host
+        return replace(bd, host=bd.devices[0], host_mapped_bytes=bd.weights_device_bytes if shape.mmap else 0)
+    if host is None:
+        return bd
+    mapped = bd.weights_host_bytes if shape.mmap else 0
+    n_cpu = sum(1 for x in bd.layer_devices if x == CPU)
+    kv_host, compute = bd.kv_bytes - bd.kv_device_bytes, bd.host_compute_bytes + bd.output_host_bytes
+    extra = bd.total_host_bytes - bd.weights_host_bytes - kv_host - compute
+    use = DeviceUse("host", host.name, f"{n_cpu} layers + token_embd" if n_cpu else "token_embd", n_cpu,
+                    bd.weights_host_bytes, kv_host, compute, "CUDA_Host graph inputs and the logits", extra,
+                    bd.total_host_bytes, 0, bd.total_host_bytes, host.free_bytes,
+                    verdict(bd.total_host_bytes, host.free_bytes))
+    worst = max((*bd.devices, use), key=strain)
+    return replace(bd, host=use, host_mapped_bytes=mapped, verdict=worst.verdict)
+
+
+def _breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], shape: Shape,
+               extras: tuple[Extra, ...] = (), where: list[int] | None = None) -> Breakdown:
     gpus = [d for d in devs if d.is_gpu]
     extra = _extras(devs, shape, extras)
     output_host = 4 * info.n_vocab * shape.threads  # llama_context output buffer: one logits row per sequence
