@@ -34,29 +34,36 @@ from sentiric_cli.settings import Settings
 
 def write_llama70b_header(path: Path) -> Path:
     """Llama-3-70B's shapes (80 blocks, 8192 wide, GQA 64/8, 128256 vocabulary), Q4_K, header only."""
-    q4k, f32 = gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.F32
-    n_layer, n_embd, n_ff, n_vocab = 80, 8192, 28672, 128256
+    return write_llama_header(path, n_layer=80, n_embd=8192, n_head=64, n_head_kv=8, n_ff=28672, n_vocab=128256,
+                              n_ctx=131072, qtype=gguf.GGMLQuantizationType.Q4_K)
+
+
+def write_llama_header(path: Path, *, n_layer: int, n_embd: int, n_head: int, n_head_kv: int, n_ff: int, n_vocab: int,
+                       n_ctx: int, qtype, output_qtype=None) -> Path:
+    """A llama-architecture GGUF header (no tensor data) with every matrix in `qtype`."""
+    f32 = gguf.GGMLQuantizationType.F32
+    kv_width = n_embd // n_head * n_head_kv
     w = gguf.GGUFWriter(str(path), "llama")
-    for add, v in ((w.add_context_length, 131072), (w.add_embedding_length, n_embd), (w.add_block_count, n_layer),
-                   (w.add_feed_forward_length, n_ff), (w.add_head_count, 64), (w.add_head_count_kv, 8),
-                   (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, 128)):
+    for add, v in ((w.add_context_length, n_ctx), (w.add_embedding_length, n_embd), (w.add_block_count, n_layer),
+                   (w.add_feed_forward_length, n_ff), (w.add_head_count, n_head), (w.add_head_count_kv, n_head_kv),
+                   (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, n_embd // n_head)):
         add(v)
     w.add_tokenizer_model("gpt2")
     w.add_token_list([f"t{i}" for i in range(n_vocab)])
 
-    def t(name, shape, qtype):
-        block, size = gguf.GGML_QUANT_SIZES[qtype]
-        w.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) // block * size, raw_dtype=qtype)
+    def t(name, shape, qt):
+        block, size = gguf.GGML_QUANT_SIZES[qt]
+        w.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) // block * size, raw_dtype=qt)
 
-    t("token_embd.weight", (n_vocab, n_embd), q4k)
-    t("output.weight", (n_vocab, n_embd), q4k)
+    t("token_embd.weight", (n_vocab, n_embd), qtype)
+    t("output.weight", (n_vocab, n_embd), output_qtype or qtype)
     t("output_norm.weight", (n_embd,), f32)
     for i in range(n_layer):
         p = f"blk.{i}."
-        for name, shape in (("attn_q", (n_embd, n_embd)), ("attn_k", (1024, n_embd)), ("attn_v", (1024, n_embd)),
-                            ("attn_output", (n_embd, n_embd)), ("ffn_gate", (n_ff, n_embd)),
-                            ("ffn_up", (n_ff, n_embd)), ("ffn_down", (n_embd, n_ff))):
-            t(p + name + ".weight", shape, q4k)
+        for name, shape in (("attn_q", (n_embd, n_embd)), ("attn_k", (kv_width, n_embd)),
+                            ("attn_v", (kv_width, n_embd)), ("attn_output", (n_embd, n_embd)),
+                            ("ffn_gate", (n_ff, n_embd)), ("ffn_up", (n_ff, n_embd)), ("ffn_down", (n_embd, n_ff))):
+            t(p + name + ".weight", shape, qtype)
         t(p + "attn_norm.weight", (n_embd,), f32)
         t(p + "ffn_norm.weight", (n_embd,), f32)
     w.write_header_to_file()

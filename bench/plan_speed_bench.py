@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import llama_cpp
 from cuda_logs import QWEN3_30B_A3B, write_header
-from plan_bench import write_llama70b_header
+from plan_bench import write_llama70b_header, write_llama_header
 from rangeserver import RangeServer, sparse_copy
 from report import record
 from seed_model import write_gemma3_4b_header
@@ -152,20 +152,117 @@ def host_rows(tmp: Path) -> list[str]:
     return lines
 
 
+ENCODERS = (  # real models' shapes, random f16 weights
+    ("bge-small-en-v1.5 shapes (bert, 384 wide, 12 layers)", "bert", dict(n_layer=12, n_embd=384, n_head=12,
+     n_ff=1536, n_vocab=30522, n_ctx_train=512)),
+    ("nomic-embed-text-v1.5 shapes (nomic-bert, 768 wide, 12 layers)", "nomic-bert", dict(n_layer=12, n_embd=768,
+     n_head=12, n_ff=3072, n_vocab=30522, n_ctx_train=2048)),
+    ("bge-reranker-base shapes (bert, rank pooling, 768 wide)", "bert", dict(n_layer=12, n_embd=768, n_head=12,
+     n_ff=3072, n_vocab=30522, n_ctx_train=512, pooling=4, n_cls_out=1)),
+)
+
+
+def encoder_rows(tmp: Path) -> tuple[list[str], list[dict]]:
+    """The plan of an embedding encoder against what llama.cpp allocates for it (llama-server --embeddings)."""
+    from llama_probe import Probe
+    from synth_bert import write_bert
+
+    from sentiric_cli.plan.memory import Shape, compute_buffer, kv_cache
+
+    lines, data = [], []
+    for name, arch, kw in ENCODERS:
+        path = write_bert(tmp / f"{arch}-{kw['n_embd']}.gguf", arch, **kw)
+        info = model_info(read_header(path))
+        probe = Probe(str(path), embeddings=True)
+        try:
+            for fa in (False, True):
+                c = info.n_ctx_train
+                shape = Shape(context=c, threads=1, ubatch=c, batch=c, flash_attn=fa)
+                got = probe.measure(shape)
+                planned = compute_buffer(info, shape, kv_cache(info, shape)).bytes / 2**20
+                generative = _as_generative(path, shape)
+                lines.append(f"| {name} | {c} | {'on' if fa else 'off'} | {got.model_size / 2**20:,.1f} | "
+                             f"{planned:,.2f} | {got.compute_mib:,.2f} | {planned / got.compute_mib - 1:+.2%} | "
+                             f"{' + '.join(f'{x:.2f}' for x in got.kv_mib) or '0'} | {generative / 2**20:,.1f} |")
+                data.append({"model": name, "fa": fa, "planned": planned, "measured": got.compute_mib,
+                             "kv": got.kv_mib, "as_generative": generative})
+        finally:
+            probe.close()
+    return lines, data
+
+
+def _as_generative(path: Path, shape) -> int:
+    """What the plan would say treating the encoder as a decoder with a KV cache (its arch unknown): the error
+    estimators make (gpustack/gguf-parser-go#2)."""
+    from dataclasses import replace as dc_replace
+
+    from sentiric_cli.plan.memory import compute_buffer, kv_cache
+
+    info = dc_replace(model_info(read_header(path)), no_cache=False, gated_ffn=False, pooling="")
+    kv = kv_cache(info, shape)
+    return kv.bytes + compute_buffer(info, shape, kv).bytes
+
+
+# llama-bench tg128 figures published with the GPU and the model's size (llama 7B: 32 layers, 4096 wide, 32 heads,
+# n_ff 11008, 32000 tokens); both cards 21 Gbps x 384 bit = 1008 GB/s (what NVML's clock x bus width gives)
+PUBLISHED = (
+    ("RTX 4090", "F16", 61.03, "ggml-org/llama.cpp#4766 (2024-01-10)"),
+    ("RTX 4090", "Q8_0", 98.13, "ggml-org/llama.cpp#4766 (2024-01-10)"),
+    ("RTX 3090 Ti", "Q4_0", 127.43, "ggml-org/llama.cpp#4812 (2024-01-07, build 32d9f7d9)"),
+)
+
+
+def write_llama7b(path: Path, qtype_name: str) -> Path:
+    import gguf
+
+    q = gguf.GGMLQuantizationType
+    # llama.cpp's Q4_0 files keep the output matrix in Q6_K (that is how the published 3.56 GiB adds up)
+    return write_llama_header(path, n_layer=32, n_embd=4096, n_head=32, n_head_kv=32, n_ff=11008, n_vocab=32000,
+                              n_ctx=4096, qtype=q[qtype_name], output_qtype=q.Q6_K if qtype_name == "Q4_0" else None)
+
+
+def published_rows(tmp: Path) -> tuple[list[str], list[dict]]:
+    from sentiric_cli.plan.device import Device
+    from sentiric_cli.plan.speed import Bandwidths
+
+    lines, data = [], []
+    for gpu, qtype, tps, source in PUBLISHED:
+        h = read_header(write_llama7b(tmp / f"llama7b-{qtype}.gguf", qtype))
+        dev = Device("vram", gpu, 24 * 2**30, 24 * 2**30)
+        bw = Bandwidths({0: 1008e9, CPU: 50e9}, {0: "1008 GB/s", CPU: "50 GB/s"})
+        s = Settings(context_size=256, threads=1)  # llama-bench tg128: a 128-token cache
+        p = make_plan(h, model_info(h), dev, s, {"context_size", "threads"}, bw=bw)
+        size = sum(t.n_bytes for t in h.tensors) / 2**30
+        lines.append(f"| {gpu} | llama 7B {qtype} ({size:.2f} GiB) | {p.speed.decode_tps:,.1f} | {tps:,.2f} | "
+                     f"{tps / p.speed.decode_tps:.2f} | {source} |")
+        data.append({"gpu": gpu, "model": qtype, "planned": p.speed.decode_tps, "published": tps})
+    return lines, data
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sentiric-bench27-"))
     speed, speed_data = speed_rows(tmp)
     start, start_data = startup_rows(tmp)
     remote, remote_data = remote_rows(tmp)
     host = host_rows(tmp)
+    enc, enc_data = encoder_rows(tmp)
+    pub, pub_data = published_rows(tmp)
     md = ["### Decode and prompt speed: the plan against llama.cpp on this CPU", "", *speed, "",
+          "### Decode speed: the plan against published GPU figures (llama-bench tg128, full offload)", "",
+          "| GPU | model | plan decode tok/s | published tok/s | published / planned | source |",
+          "|---|---|---:|---:|---:|---|", *pub, "",
           "### Start-up", "", "| what | median | spread |", "|---|---:|---:|", *start, "",
           "### Remote headers over HTTP range requests (loopback server, sparse files as large as the weights)", "",
           "| file | size | requests | bytes served | time |", "|---|---:|---:|---:|---:|", *remote, "",
           "### Host RAM in GPU plans (Qwen3-30B-A3B Q4_K_M shapes, `--vram 24GiB,24GiB`)", "",
           "| case | host weights | host total | GPU verdicts | host verdict | exit |", "|---|---:|---:|---|---|---:|",
-          *host]
-    record("plan_speed", "\n".join(md), {"speed": speed_data, "startup": start_data, "remote": remote_data},
+          *host, "",
+          "### Embedding and reranker encoders: the plan against llama.cpp (CPU, `embeddings` on, ubatch = context)",
+          "", "| model | context | flash attention | weights MiB | compute planned MiB | llama.cpp MiB | error | "
+          "llama.cpp KV MiB | KV + compute if planned as a decoder, MiB |",
+          "|---|---:|---|---:|---:|---:|---:|---:|---:|", *enc]
+    record("plan_speed", "\n".join(md), {"speed": speed_data, "startup": start_data, "remote": remote_data,
+                                          "encoders": enc_data, "published": pub_data},
            title="Plan: speed estimate, start-up, remote headers, host RAM")
 
 

@@ -56,7 +56,7 @@ def grid(has_swa: bool, contexts=(512, 2048, 8192), threads=(1, 3), ubatches=(51
 def compare(path, name: str, shapes: list[Shape] | None = None, **grid_kw) -> list[Row]:
     header = read_header(path)
     info = model_info(header)
-    probe = Probe(str(path))
+    probe = Probe(str(path), embeddings=info.no_cache)
     rows = []
     try:
         w = weights(header, info, 0)

@@ -31,7 +31,9 @@ class Measured:
 
 
 class Probe:
-    def __init__(self, path: str, use_mmap: bool = True) -> None:
+    def __init__(self, path: str, use_mmap: bool = True, embeddings: bool = False) -> None:
+        """`embeddings`: contexts as llama-server --embeddings makes them (an encoder's pooled output)."""
+        self.embeddings = embeddings
         _log.clear()
         mp = C.llama_model_default_params()
         mp.n_gpu_layers = 0
@@ -57,6 +59,7 @@ class Probe:
         cp.type_k = _TYPES[shape.cache_type_k]
         cp.type_v = _TYPES[shape.cache_type_v]
         cp.n_threads = cp.n_threads_batch = 1
+        cp.embeddings = self.embeddings
         _log.clear()
         ctx = C.llama_init_from_model(self.model, cp)
         if not ctx:

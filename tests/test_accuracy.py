@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from accuracy import COMPUTE_TOL, DEFAULT_TOL, compare, shapes_for_synth
 from synth import ARCHS
+from synth_bert import write_bert
 
 from sentiric_cli.gguf.header import read_header
 from sentiric_cli.gguf.modelinfo import model_info
+from sentiric_cli.plan.memory import Shape
 
 ALIGN = 32  # GGUF default alignment between tensors in the file (and so in the mapped buffer)
 
@@ -49,3 +51,26 @@ def test_swa_and_padding_choices_change_what_llama_cpp_allocates(synth):
     on = next(r for r in rows if r.shape.swa_full and r.shape.context == 2048 and r.shape.threads == off.shape.threads
               and r.shape.cache_type_k == off.shape.cache_type_k and r.shape.ubatch == off.shape.ubatch)
     assert float(on.kv_meas[1]) > float(off.kv_meas[1])  # sliding layers grow to the full context
+
+
+ENCODER_TOL = 0.11  # nomic-bert's attention at a 128-token ubatch without flash attention: +10.8%; else exact
+
+
+@pytest.mark.parametrize("arch", ["bert", "nomic-bert"])
+def test_embedding_encoders_match_llama_cpp(arch, tmp_path):
+    """BERT-family encoders as llama-server --embeddings loads them: no KV cache, T x T attention."""
+    path = write_bert(tmp_path / f"{arch}.gguf", arch, n_layer=2, n_embd=384, n_head=12, n_ff=1536, n_vocab=2048,
+                      n_ctx_train=1024)
+    info = model_info(read_header(path))
+    assert info.no_cache and info.pooling == "mean" and info.known_arch
+    # the ubatch a multiple of threads: llama.cpp 0.3.36 aborts reserving an encoder's graph otherwise
+    shapes = [Shape(context=c, threads=t, ubatch=min(c, u) - min(c, u) % t, batch=max(c, 512), flash_attn=fa)
+              for c in (256, 1024) for t in (1, 3) for u in (128, 1024) for fa in (False, True)]
+    rows = compare(path, arch, shapes)
+    assert len(rows) == len(shapes) and all(r.kv_meas == [] == r.kv_pred for r in rows)
+    for r in rows:
+        assert r.weights_pred == r.weights_size
+        assert abs(r.compute_err) <= ENCODER_TOL, (r.label, r.compute_pred, r.compute_meas)
+    # the plan a generative model would get is far off: llama.cpp allocates no cache for an encoder
+    big = max(rows, key=lambda r: r.compute_meas)
+    assert big.compute_meas > 40 and abs(big.compute_err) < 0.01

@@ -23,6 +23,8 @@ class ArchRule:
     dense_first: bool = False
     recurrent: bool = False
     mrope: bool = False  # M-RoPE positions cannot be shifted
+    no_cache: bool = False  # a non-causal encoder (BERT and kin): llama.cpp keeps no KV cache for it at all
+    gated_ffn: bool = False  # gate x up feed-forward (three rows alive) rather than BERT's up + bias
 
 
 DENSE = ArchRule()
@@ -42,11 +44,16 @@ ARCH_RULES: dict[str, ArchRule] = {
     "qwen2vl": ArchRule(mrope=True),
     "qwen3vl": ArchRule(mrope=True),
     "qwen3vlmoe": ArchRule(mrope=True),
+    # embedding and reranker encoders: llama.cpp's create_memory makes none for them (llama-model.cpp)
+    **{a: ArchRule(no_cache=True) for a in ("bert", "jina-bert-v3")},
+    **{a: ArchRule(no_cache=True, gated_ffn=True) for a in (
+        "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "neo-bert", "modern-bert", "eurobert")},
     "mamba": ArchRule(recurrent=True),
     "mamba2": ArchRule(recurrent=True),
     "rwkv6": ArchRule(recurrent=True),
     "rwkv7": ArchRule(recurrent=True),
 }
+POOLING = {1: "mean", 2: "cls", 3: "last", 4: "rank"}  # llama_pooling_type; 0 (none): per-token, as generation
 # phi3 GGUFs may carry a sliding window, but llama.cpp 0.3.36 disables it (src/models/phi3.cpp).
 NO_SWA = {"phi3"}
 
@@ -81,6 +88,9 @@ class ModelInfo:
     n_ff_exp: int
     known_arch: bool
     can_shift_arch: bool
+    no_cache: bool = False  # an encoder without KV cache (embeddings, reranking): ArchRule.no_cache
+    gated_ffn: bool = False
+    pooling: str = ""  # the model's pooling for embeddings (mean, cls, last, rank), "" when it has none
     facts: dict[str, Fact] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -228,14 +238,16 @@ def model_info(header: GGUFHeader) -> ModelInfo:
     n_ff_exp = _uint(m.get("expert_feed_forward_length", fallback, name="n_ff_exp"), "expert_ff", m.where)
     m.facts["n_layer"] = m.facts.pop("block_count")
     m.facts["n_embd"] = m.facts.pop("embedding_length")
-    can_shift = not (rule.mrope or rule.recurrent)
+    can_shift = not (rule.mrope or rule.recurrent or rule.no_cache)
+    pooling = POOLING.get(m.get("pooling_type", -1, name="pooling"), "") if f"{arch}.pooling_type" in md else ""
     name = md["general.name"] if isinstance(md.get("general.name"), str) else header.path.stem
     return ModelInfo(
         arch=arch, name=name, n_layer=n_layer, n_embd=n_embd, n_vocab=n_vocab, n_ctx_train=n_ctx_train or 0,
         n_head=n_head, n_head_kv=n_head_kv, head_k=head_k, head_v=head_v, swa=swa, n_swa=n_swa,
         is_mla=is_mla, recurrent=rule.recurrent, n_embd_r=n_embd_r, n_embd_s=n_embd_s, n_ff=n_ff,
         n_expert=n_expert or 0, n_expert_used=n_expert_used or 0, n_ff_exp=n_ff_exp, known_arch=arch in ARCH_RULES,
-        can_shift_arch=can_shift, facts=m.facts, warnings=warnings + header.warnings,
+        can_shift_arch=can_shift, no_cache=rule.no_cache, gated_ffn=rule.gated_ffn, pooling=pooling,
+        facts=m.facts, warnings=warnings + header.warnings,
     )
 
 

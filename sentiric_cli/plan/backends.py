@@ -68,8 +68,11 @@ def _host_weight_peak(header: GGUFHeader, info: ModelInfo, where: list[int], mov
 def cuda_stages(info: ModelInfo, shape: Shape, kv: KV) -> Stages:
     """The CPU build's stages with CUDA's output and attention terms (see the module docstring)."""
     st = stages(info, shape, kv)
+    if info.no_cache:  # an encoder: the CPU build's stages, not yet checked on a CUDA log (modelled)
+        return st
     t = st.tokens
     hidden = 2 if info.recurrent else 6 if info.is_mla else 1  # MLA and mamba: kept as the CPU fit has them
+    hidden += 2 if info.pooling else 0  # a pooled causal model's rows beside the logits, as on the CPU
     out = 4 * t * (info.n_vocab + hidden * info.n_embd)
     attn = st.attention
     if attn:
@@ -148,5 +151,5 @@ def cuda_compute(header: GGUFHeader, info: ModelInfo, shape: Shape, kv: KV, wher
                                  + (" + the CPU layers' working set" if host_work else ""))
     # checked on logs: full offload (one GPU, or several without pipeline copies), and CPU layers with op
     # offload (gpu_layers 0, and 20 of 32); pipeline copies and CPU layers without op offload are not yet
-    modelled = pipeline or (bool(cpu_layers or output_cpu) and not offloading)
+    modelled = pipeline or (bool(cpu_layers or output_cpu) and not offloading) or info.no_cache
     return BackendCompute("cuda", buffers, pipeline, offloaded, modelled)

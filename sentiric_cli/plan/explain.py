@@ -33,6 +33,14 @@ def explain(header, info: ModelInfo, gpus: list[Device], devices: tuple[Device, 
     if info.has_swa:
         rows.append(("sliding window", f"{info.n_swa} tokens, {sum(info.swa)} of {info.n_layer} layers",
                      f"{f['n_swa'].source}; pattern {f['swa_pattern'].source}"))
+    if info.no_cache:
+        rows.append(("KV cache", "none", f"{info.arch} is a non-causal encoder: llama.cpp makes no memory for it, each "
+                     f"input attends to itself in one ubatch of up to {shape.ubatch} tokens (the compute buffer grows "
+                     "with its square)"))
+    if info.pooling:
+        rows.append(("pooling", info.pooling, f"{f['pooling'].source}: an embedding"
+                     + (" or reranker" if info.pooling == "rank" else "") + " model, served with --embeddings"
+                     + ("" if info.no_cache else "; causal, so planned with its KV cache as llama.cpp loads it")))
     kv = kv_cache(info, shape, list(bd.layer_devices))
     for g in kv.groups:
         if g.kind == "recurrent":
@@ -107,7 +115,14 @@ def notes(info: ModelInfo, devices: tuple[Device, ...], shape: Shape, bd: Breakd
     if info.has_swa and not shape.swa_full:
         out.append("swa_full is off: the sliding-window layers keep a window-sized cache, so the context "
                    "cannot shift; `sentiric run` recomputes the window instead (slower, same semantics)")
-    if not info.can_shift_arch:
+    if info.no_cache:
+        out.append(f"{info.arch}: an embedding/reranker encoder; no KV cache and no decoding (llama-server "
+                   "--embeddings, or --reranking for a rank pooling); ubatch = context (a multiple of threads), so "
+                   "an input of the whole context fits one ubatch, which non-causal attention needs")
+        if shape.ubatch % shape.threads:
+            out.append(f"ubatch {shape.ubatch} is not a multiple of threads {shape.threads}: llama.cpp 0.3.36 aborts "
+                       "(GGML_ASSERT) making an encoder's context so; pick another --ubatch or --threads")
+    elif not info.can_shift_arch:
         out.append(f"{info.arch}: llama.cpp cannot shift this model's memory; `sentiric run` recomputes instead")
     if gpu and shape.gpu_layers < info.n_layer + 1:
         out.append(f"{shape.gpu_layers} of {info.n_layer + 1} layers offloaded (the output layer counts as one "

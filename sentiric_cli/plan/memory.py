@@ -75,6 +75,10 @@ class LayerWeights:
     tied_bytes: int  # a tied output (no output.weight) is a copy of token_embd.weight, made where the output lives
 
 
+# llama.cpp's LLM_TENSOR_LAYER_INPUT tensors (llama-arch.cpp): read by row, kept in host memory
+INPUT_TENSORS = ("token_embd.", "position_embd.", "token_types.")
+
+
 def tensor_layer(name: str, n_layer: int) -> int | None:
     """The llama.cpp 'layer' a tensor belongs to: its block (0 .. n_layer - 1), n_layer for the output
     layer (output, output_norm and other model-level tensors travel with it), None for the input
@@ -82,7 +86,7 @@ def tensor_layer(name: str, n_layer: int) -> int | None:
     il = layer_of(name)
     if il is not None and il < n_layer:
         return il
-    return None if name.startswith("token_embd.") else n_layer
+    return None if name.startswith(INPUT_TENSORS) else n_layer
 
 
 def layer_weights(header: GGUFHeader, info: ModelInfo) -> LayerWeights:
@@ -184,6 +188,8 @@ def kv_cache(info: ModelInfo, shape: Shape, where: list[int] | None = None) -> K
     where = where if where is not None else layer_devices(info.n_layer, shape.gpu_layers, [1.0])
     per_layer = [0] * info.n_layer
     groups: list[KVGroup] = []
+    if info.no_cache:  # an encoder: every ubatch attends only to itself
+        return _placed(n_ctx, n_ctx_seq, groups, per_layer, where, shape.kv_offload)
     if info.recurrent:
         # llama_memory_recurrent: one f32 conv + ssm state row per sequence, whatever the context
         cells = max(1, shape.threads)
@@ -267,8 +273,12 @@ class Stages:
 
 def stages(info: ModelInfo, shape: Shape, kv: KV) -> Stages:
     t = min(kv.n_ctx, shape.ubatch)
+    if info.no_cache:
+        return _encoder_stages(info, shape, t)
     # rows of n_embd alive next to the logits: mamba keeps one more, MLA's decompression ~5 more
     hidden = 3 if info.recurrent else 7 if info.is_mla else 2
+    if info.pooling:  # served with --embeddings, a pooled causal model (Qwen3-Embedding) keeps its hidden rows for
+        hidden += 2  # the pooling beside the logits: measured +1 to +3 rows of n_embd, by the allocator's layout
     out = 4 * t * (info.n_vocab + hidden * info.n_embd + 1)
     mask_elem = 2 if shape.flash_attn else 4
     masks = sum(mask_elem * t * g.cells for g in kv.groups if g.kind != "recurrent")
@@ -286,6 +296,26 @@ def stages(info: ModelInfo, shape: Shape, kv: KV) -> Stages:
         rows = 3 if info.arch == "phi3" else 5  # phi3's fused QKV keeps two fewer rows alive
         attn = masks + 4 * t * (widest * max(info.n_head) + rows * info.n_embd + 2 * gqa + 5)
     return Stages(t, out, attn, ffn, masks)
+
+
+def _encoder_stages(info: ModelInfo, shape: Shape, t: int) -> Stages:
+    """A non-causal encoder without cache (BERT, nomic-bert ...): the ubatch attends to itself, so attention is
+    T x T. Fitted to the allocator's peaks on llama.cpp 0.3.36 for bert and nomic-bert (tests/test_accuracy.py):
+    - attention without flash attention: the f32 scores of every head 4*T*T*n_head, the f32 mask 4*T*T, and Q/K/V
+      rows 4*T*r*n_embd (r = 6, 8 with a fused QKV);
+    - with flash attention: the f16 mask 2*T*T and the rows (r = 5.5);
+    - feed-forward: the mask and 4*T*(1.5*n_ff + n_embd) (BERT's up + bias), 4*T*(3*n_ff + 3*n_embd) (gated);
+    - output: the pooled rows, never the peak (no logits: an encoder has no output head).
+    Every stage adds ~16 bytes a token of graph inputs."""
+    e, ff, heads = info.n_embd, max(info.n_ff, default=0), max(info.n_head, default=0)
+    mask = (2 if shape.flash_attn else 4) * t * t
+    if shape.flash_attn:
+        attn = mask + int(4 * t * 5.5 * e)
+    else:
+        attn = 4 * t * t * heads + mask + 4 * t * (8 if info.gated_ffn else 6) * e
+    ffn = mask + (4 * t * (3 * ff + 3 * e) if info.gated_ffn else int(4 * t * (1.5 * ff + e)))
+    extra = 16 * t
+    return Stages(t, 4 * t * 2 * e + extra, attn + extra, ffn + extra, mask)
 
 
 def _peak(t: int, **stages: int) -> Compute:

@@ -149,15 +149,26 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device
     if balance or len(tg.gpus) <= 1:  # llama.cpp's default, by free memory (rebalanced below); one GPU: moot
         base = replace(base, tensor_split=())
     knob_sets = _knob_sets(info, settings, pinned)
+    if info.no_cache:  # an encoder has no cache type to choose: its knob is flash attention alone
+        knob_sets = knob_sets[:1]
     contexts = [settings.context_size] if "context_size" in pinned else _contexts(info)
     threads = [settings.threads] if "threads" in pinned else list(THREADS)
+    # a non-causal encoder must see a whole input in one ubatch (llama.cpp refuses it otherwise): ubatch = context,
+    # rounded down to a multiple of threads (llama.cpp 0.3.36 aborts reserving an encoder's graph otherwise; measured)
+    whole = info.no_cache and "ubatch_size" not in pinned
+
+    def sized(shape: Shape) -> Shape:
+        if not whole:
+            return shape
+        ubatch = max(shape.threads, shape.context - shape.context % shape.threads)
+        return replace(shape, ubatch=ubatch, batch=max(shape.batch, ubatch))
 
     # 1. the largest context x threads that fits (safe first), over the knob sets, most faithful first
     best: tuple | None = None
     for knobs in knob_sets:
         for ctx in contexts:
             for t in threads:
-                shape = replace(base, context=ctx, threads=t, **knobs)
+                shape = sized(replace(base, context=ctx, threads=t, **knobs))
                 if {"context_size", "threads"} <= pinned and "gpu_layers" not in pinned and tg.gpus:
                     shape = _most_layers(tg, shape)
                 bd = tg.bd(shape)
@@ -173,14 +184,14 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device
         ctx = settings.context_size if "context_size" in pinned else min(contexts)
         t = settings.threads if "threads" in pinned else 1
         for knobs in knob_sets:
-            shape = _most_layers(tg, replace(base, context=ctx, threads=t, **knobs))
+            shape = _most_layers(tg, sized(replace(base, context=ctx, threads=t, **knobs)))
             bd = tg.bd(shape)
             score = (_safe(bd), shape.gpu_layers, ctx * t, ctx)
             if _fits(bd) and shape.gpu_layers > 0 and (best is None or score > best[0]):
                 best = (score, shape, bd)
     fits = best is not None
     if best is None:  # nothing fits: show the smallest thing asked for, so the user sees by how much
-        shape = replace(base, context=min(contexts), threads=min(threads), **knob_sets[-1])
+        shape = sized(replace(base, context=min(contexts), threads=min(threads), **knob_sets[-1]))
         bd = tg.bd(shape)
     else:
         _, shape, bd = best
@@ -193,7 +204,7 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device
         bd = tg.bd(shape)
     chosen_knobs = {"cache_type_k": shape.cache_type_k, "cache_type_v": shape.cache_type_v,
                     "flash_attn": shape.flash_attn, "swa_full": shape.swa_full}
-    options = [_option(tg, replace(shape, context=c, threads=t)) for c in contexts for t in threads]
+    options = [_option(tg, sized(replace(shape, context=c, threads=t))) for c in contexts for t in threads]
     rec = settings.model_copy(update={
         "context_size": shape.context, "threads": shape.threads,
         "gpu_layers": shape.gpu_layers if tg.gpus else 0, **chosen_knobs,
@@ -312,6 +323,8 @@ def _savings(tg: Target, shape: Shape) -> list[Saving]:
                 "disables context shifting: `sentiric run` recomputes the window instead")
         out.append(vs(replace(shape, swa_full=not shape.swa_full), f"swa_full {on_off[shape.swa_full]}",
                       f"swa_full {on_off[not shape.swa_full]}", note))
+    if info.no_cache:
+        return out
     if (shape.cache_type_k, shape.cache_type_v) == ("f16", "f16"):
         q8 = replace(shape, cache_type_k="q8_0", cache_type_v="q8_0" if shape.flash_attn else "f16")
         if cache_type_fits("q8_0", info.head_k) and cache_type_fits(q8.cache_type_v, info.head_v):

@@ -173,7 +173,7 @@ def speed(header: GGUFHeader, info: ModelInfo, shape: Shape, bd: Breakdown, bw: 
     reads = step_bytes(header, info, shape, bd)
     missing = [d for d in reads if d not in bw.by_device]
     seconds = sum(n / bw.by_device[d] for d, n in reads.items() if d in bw.by_device)
-    tps = None if missing or seconds <= 0 else 1.0 / seconds
+    tps = None if missing or seconds <= 0 or info.no_cache else 1.0 / seconds  # an encoder does not decode
     flops = prompt_flops(header, info, shape)
     # a prompt is computed where its weights are; with op offload a GPU build computes CPU layers' big batches
     # on the first GPU, so its peak bounds them too

@@ -121,7 +121,9 @@ def _breakdown(header: GGUFHeader, info: ModelInfo, devs: tuple[Device, ...], sh
                extras: tuple[Extra, ...] = (), where: list[int] | None = None) -> Breakdown:
     gpus = [d for d in devs if d.is_gpu]
     extra = _extras(devs, shape, extras)
-    output_host = 4 * info.n_vocab * shape.threads  # llama_context output buffer: one logits row per sequence
+    # llama_context's output buffer: a logits row per sequence, and an embedding row where the model pools
+    # (an embedding or reranker model, served with --embeddings)
+    output_host = 4 * (info.n_vocab + (info.n_embd if info.no_cache or info.pooling else 0)) * shape.threads
     if not gpus:  # planning for host RAM: everything lives there, the CPU build's compute buffer
         override_places(header, shape.overrides, 0)  # a GPU buffer named without a GPU: an error
         shape = replace(shape, gpu_layers=0)
