@@ -7,6 +7,7 @@ Run: .venv/bin/python bench/plan_speed_bench.py
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,17 +97,33 @@ def speed_rows(tmp: Path) -> tuple[list[str], list[dict]]:
 
 
 def startup_rows(tmp: Path) -> tuple[list[str], dict]:
+    """Wall time of the whole command, 10 runs each way, interleaved: with sentiric's bytecode compiled (as pip
+    installs a package) and without (PYTHONDONTWRITEBYTECODE=1, as this sandbox sets it: every start compiles
+    sentiric's own modules again)."""
     big = write_llama70b_header(tmp / "llama-70b.gguf")
     cmd = [str(ROOT / ".venv/bin/sentiric"), "plan", str(big), "--vram", "48GiB"]
-    subprocess.run(cmd, capture_output=True)  # the host bandwidth measured once and cached
-    times = []
+    compiled = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    source = {**compiled, "PYTHONDONTWRITEBYTECODE": "1"}
+    subprocess.run(cmd, capture_output=True, env=compiled)  # writes the bytecode; the host bandwidth is cached
+    times: dict[str, list[float]] = {"compiled": [], "source": []}
     for _ in range(10):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=False)
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return ([f"| `sentiric plan` on llama-3-70B shapes (header only, 128k vocabulary), wall, 10 runs | "
-             f"{med * 1000:.0f} ms | {min(times) * 1000:.0f}-{max(times) * 1000:.0f} ms |"], {"startup_s": times})
+        for name, env in (("compiled", compiled), ("source", source)):
+            if name == "source":  # sentiric's own bytecode gone, as where nothing was ever written
+                for cache in (ROOT / "sentiric_cli").rglob("__pycache__"):
+                    shutil.rmtree(cache)
+            else:  # compiled beforehand, untimed, as pip does at install
+                subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "sentiric_cli")], check=True,
+                               env=compiled)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=False, env=env)
+            times[name].append(time.perf_counter() - t0)
+    rows = []
+    for name, label in (("compiled", "bytecode compiled (as installed)"),
+                        ("source", "PYTHONDONTWRITEBYTECODE=1 (modules compiled at every start)")):
+        ts = times[name]
+        rows.append(f"| `sentiric plan` on llama-3-70B shapes (header only, 128k vocabulary), {label}, wall, 10 runs | "
+                    f"{statistics.median(ts) * 1000:.0f} ms | {min(ts) * 1000:.0f}-{max(ts) * 1000:.0f} ms |")
+    return rows, {"startup_s": times}
 
 
 def remote_rows(tmp: Path) -> tuple[list[str], dict]:

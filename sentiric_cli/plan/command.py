@@ -129,7 +129,9 @@ def plan(
             doc["measured"] = [asdict(c) for c in compared]
         print(json.dumps(doc, indent=2))
     else:
-        render(result, Console(), Console(stderr=True), rows, compared)
+        # no emoji codes or highlighting: tables of numbers, and a faster start (rich loads both on first use)
+        render(result, Console(emoji=False, highlight=False), Console(stderr=True, emoji=False, highlight=False),
+               rows, compared)
     raise typer.Exit(0 if result.fits else 1)
 
 
