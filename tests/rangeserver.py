@@ -5,6 +5,7 @@ Routes, over the files of one folder:
   /norange/NAME               GET ignores Range: 200 and the whole file (the client must not read it)
   /loop/NAME                  302 to itself
   /slow/NAME                  answers after `slow_s` seconds
+  /nohead/NAME                HEAD is a 405; GET as /files/
   /ORG/REPO/resolve/REV/NAME  Hugging Face's shape: needs `Bearer <token>` when `token` is set, then 302 to
                               /files/NAME as the Hub redirects to its CDN (the token must not follow)
 Anything else is a 404.
@@ -35,6 +36,8 @@ class RangeServer:
                 pass
 
             def do_HEAD(self) -> None:
+                if self.path.startswith("/nohead/"):  # a server that answers no HEAD
+                    return server._empty(self, 405)
                 server._handle(self, head=True)
 
             def do_GET(self) -> None:
@@ -59,7 +62,7 @@ class RangeServer:
             self.requests.append(("HEAD" if head else "GET", h.path, dict(h.headers)))
         path = h.path.split("?")[0]
         hf = re.fullmatch(r"/[^/]+/[^/]+/resolve/[^/]+/(.+)", path)
-        if hf and not path.startswith(("/files/", "/norange/", "/loop/", "/slow/")):
+        if hf and not path.startswith(("/files/", "/norange/", "/loop/", "/slow/", "/nohead/")):
             if self.token and h.headers.get("Authorization") != f"Bearer {self.token}":
                 return self._empty(h, 401)
             return self._empty(h, 302, {"Location": f"/files/{hf[1]}"})
@@ -67,7 +70,7 @@ class RangeServer:
         if route == "loop":
             return self._empty(h, 302, {"Location": path})
         file = self.root / name
-        if route not in ("files", "norange", "slow") or not name or not file.is_file():
+        if route not in ("files", "norange", "slow", "nohead") or not name or not file.is_file():
             return self._empty(h, 404)
         if route == "slow":
             time.sleep(self.slow_s)

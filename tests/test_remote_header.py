@@ -22,6 +22,7 @@ def served(tmp_path_factory, seed_gguf):
     """A 2.3 GiB sparse gemma-3-4b file (a 3.7 MB header with a 262k vocabulary) behind a range server."""
     root = tmp_path_factory.mktemp("served")
     big = sparse_copy(seed_gguf, root / "gemma-3-4b-it-Q4_K_M.gguf")
+    (root / "page.gguf").write_text("<html>not a model</html>\n" * 100)
     with RangeServer(root, token="hf_secret", slow_s=2.0) as server:
         yield server, big
 
@@ -71,11 +72,12 @@ def test_a_changed_file_is_read_again(served, tmp_path):
     ("/norange/gemma-3-4b-it-Q4_K_M.gguf", "does not answer range requests"),
     ("/loop/gemma-3-4b-it-Q4_K_M.gguf", "redirects in a loop"),
     ("/files/absent.gguf", "not found (HTTP 404)"),
+    ("/files/page.gguf", "page.gguf: not a GGUF file (bad magic)"),
 ])
 def test_server_faults_are_one_line(served, tmp_path, path, expected):
     server, _ = served
     before = server.sent
-    assert_user_error(_plan(server.url + path, tmp_path), expected)
+    assert_user_error(_plan(server.url + path, tmp_path), expected, server.url)  # the URL as given
     assert server.sent - before < 8 * 2**20  # the refused whole-file answer was not read
 
 
@@ -129,3 +131,13 @@ def test_split_model_read_shard_by_shard(tmp_path, monkeypatch):
     assert [t.name for t in got.tensors] == [t.name for t in local.tensors]
     assert got.file_size == local.file_size and len(got.shards) == len(shards)
     assert [p.name for p in got.shards] == [p.name for p in shards]  # gguf-split's names, for --measure's shadows
+
+
+def test_a_server_without_head_still_serves_the_plan(served, tmp_path, monkeypatch):
+    """No HEAD (405): the size comes from the first range's Content-Range; nothing is trusted from the cache."""
+    server, big = served
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for _ in range(2):
+        before = server.sent
+        got = read_remote_model(f"{server.url}/nohead/{big.name}")
+        assert got.file_size == big.stat().st_size and 0 < server.sent - before < 0.01 * big.stat().st_size

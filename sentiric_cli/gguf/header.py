@@ -208,9 +208,9 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
     return header
 
 
-def parse(p: Path, buf, size: int, have: int | None = None) -> GGUFHeader:
+def parse(p: Path | str, buf, size: int, have: int | None = None) -> GGUFHeader:
     """The header of a file of `size` bytes from `buf`, its first `have` bytes (at least 4; all by default).
-    Raises Short when the header goes on past them."""
+    Raises Short when the header goes on past them. `p` names the file in errors (a URL for a remote one)."""
     cur = _Cursor(buf, size, have)
     if size < 4 or struct.unpack_from("<I", buf, 0)[0] != GGUF_MAGIC:
         raise SentiricError(f"{p}: not a GGUF file (bad magic)", "sentiric reads .gguf models (llama.cpp's format)")
@@ -230,7 +230,7 @@ def parse(p: Path, buf, size: int, have: int | None = None) -> GGUFHeader:
     if not isinstance(align, int) or align <= 0 or align & (align - 1):
         raise SentiricError(f"{p}: general.alignment {align!r} is not a power of two", HINT)
     data_offset = -(-cur.pos // align) * align
-    header = GGUFHeader(p, version, metadata, tensors, data_offset, size)
+    header = GGUFHeader(Path(p), version, metadata, tensors, data_offset, size)
     have = size - data_offset
     if header.data_bytes_needed > have:
         header.warnings.append(

@@ -93,23 +93,28 @@ def _read(url: str, traffic: Traffic) -> GGUFHeader:
     cache = _cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:32]
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     blob, meta = cache / name, cache / "facts.json"
-    if validator and _cached(meta, url, validator, size) and blob.is_file():
+    if validator and size and _cached(meta, url, validator, size) and blob.is_file():
         traffic.cached = True
         return _finish(read_header(blob), url, size)
     buf = bytearray()
-    want = min(FIRST_READ, size)
+    want = min(FIRST_READ, size) if size else FIRST_READ
     while True:
-        buf += _range(url, len(buf), want, size, traffic)
+        data, total = _range(url, len(buf), want, traffic)
+        if size and total != size:
+            raise SentiricError(f"{url}: the file changed while it was read ({size:,} then {total:,} bytes)")
+        size = total
+        buf += data
         try:
-            header = parse(Path(url), buf, size, len(buf))
+            header = parse(url, buf, size, len(buf))
             break
         except Short as short:
             if short.need > MOST:
                 raise SentiricError(f"{url}: the header goes on past {MOST // 2**20} MiB", "is it a GGUF model?") from None
             want = min(size, max(short.need, 2 * len(buf)))
     head = bytes(buf[: min(len(buf), header.data_offset)])
-    path = _store(cache, blob, meta, head, {"url": url, "validator": validator, "size": size}) if validator else None
-    if path is None:  # no validator or an unwritable cache: a temporary copy, so --measure still has a file
+    # kept even without a validator (never trusted then, only replaced): --measure dry-runs this file
+    path = _store(cache, blob, meta, head, {"url": url, "validator": validator, "size": size})
+    if path is None:  # an unwritable cache: a temporary copy, so --measure still has a file
         import tempfile
 
         path = Path(tempfile.mkdtemp(prefix="sentiric-header-")) / name
@@ -125,13 +130,16 @@ def _finish(local: GGUFHeader, url: str, size: int) -> GGUFHeader:
     return replace(local, file_size=size, warnings=warnings, url=url)
 
 
-def _request(url: str, method: str = "GET", headers: dict | None = None):
+def _request(url: str, method: str = "GET", headers: dict | None = None, allow: tuple[int, ...] = ()):
+    """urlopen's answer; None for an error status in `allow`; any other failure is one line (SentiricError)."""
     import urllib.error  # here: urllib.request brings http.client, email and ssl, ~20 ms a local plan never needs
     import urllib.request
 
     req = urllib.request.Request(url, method=method, headers=headers or {})
     token = os.environ.get("HF_TOKEN")
-    if token and ("huggingface" in urllib.parse.urlsplit(url).netloc or os.environ.get("HF_ENDPOINT", "\0") in url):
+    host = urllib.parse.urlsplit(url).netloc
+    hub = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).netloc
+    if token and (host == hub or host == "huggingface.co" or host.endswith(".huggingface.co")):
         # not sent on: a redirect to a CDN's signed URL must not carry the token elsewhere
         req.add_unredirected_header("Authorization", f"Bearer {token}")
     req.add_header("User-Agent", "sentiric-plan")
@@ -139,6 +147,8 @@ def _request(url: str, method: str = "GET", headers: dict | None = None):
         return urllib.request.urlopen(req, timeout=TIMEOUT_S)  # noqa: S310 - http(s) only, checked by resolve()
     except urllib.error.HTTPError as e:
         e.close()
+        if e.code in allow:
+            return None
         if 300 <= e.code < 400:
             raise SentiricError(f"{url}: redirects in a loop (HTTP {e.code})", "check the URL") from None
         if e.code in (401, 403):
@@ -157,33 +167,38 @@ def _request(url: str, method: str = "GET", headers: dict | None = None):
         raise SentiricError(f"{url}: cannot read ({e})") from None
 
 
-def _head(url: str, traffic: Traffic) -> tuple[int, str]:
-    """The file's size and a validator for the cache ('' when the server gives none)."""
-    with _request(url, "HEAD") as r:
-        traffic.requests += 1
-        size = r.headers.get("Content-Length")
+def _head(url: str, traffic: Traffic) -> tuple[int | None, str]:
+    """The file's size (None when the HEAD answer does not say: the first range's will) and a validator for the
+    cache ('' when the server gives none: the cache is then never trusted)."""
+    r = _request(url, "HEAD", allow=(405, 501))  # a server may not answer HEAD: the ranges will say the size
+    traffic.requests += 1
+    if r is None:
+        return None, ""
+    with r:
+        length = r.headers.get("Content-Length")
         etag, modified = r.headers.get("ETag") or r.headers.get("X-Linked-Etag"), r.headers.get("Last-Modified")
-    if size is None or not size.isdigit() or int(size) == 0:
-        raise SentiricError(f"{url}: the server does not say how large the file is", "is it a file's URL?")
-    return int(size), etag or (f"{modified}/{size}" if modified else "")
+    size = int(length) if length and length.isdigit() and int(length) > 0 else None
+    return size, etag or (f"{modified}/{size}" if modified and size else "")
 
 
-def _range(url: str, start: int, end: int, size: int, traffic: Traffic) -> bytes:
-    """Bytes [start, end) of the file, refused unless the server answers with that range (206)."""
+def _range(url: str, start: int, end: int, traffic: Traffic) -> tuple[bytes, int]:
+    """Bytes [start, end) of the file (fewer at its end) and its size, refused unless the server answers with
+    that range (206)."""
     with _request(url, headers={"Range": f"bytes={start}-{end - 1}"}) as r:
         traffic.requests += 1
         if r.status != 206:  # the whole file is on its way: closed unread
             raise SentiricError(f"{url}: the server does not answer range requests (HTTP {r.status} for a range)",
                                 "plan needs a server that sends part of a file; or download the model")
         got = r.headers.get("Content-Range", "")
-        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", got.strip())
-        if not m or int(m[1]) != start or (m[3] != "*" and int(m[3]) != size):
+        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", got.strip())
+        if not m or int(m[1]) != start:
             raise SentiricError(f"{url}: the server sent another range than asked ({got or 'none'})")
+        total = int(m[3])
         data = r.read(end - start + 1)
     traffic.bytes += len(data)
-    if len(data) != end - start:
-        raise SentiricError(f"{url}: the server sent {len(data)} bytes of the {end - start} asked")
-    return data
+    if len(data) != min(end, total) - start:
+        raise SentiricError(f"{url}: the server sent {len(data)} bytes of the {min(end, total) - start} asked")
+    return data, total
 
 
 def _cache_dir() -> Path:
