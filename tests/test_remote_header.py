@@ -45,6 +45,7 @@ def test_plan_reads_the_header_only_then_from_its_cache(served, tmp_path, seed_g
     gets = [h for m, p, h in server.requests[asked:] if m == "GET"]
     assert gets and all(h.get("Range", "").startswith("bytes=") for h in gets)
     assert doc["model"]["path"] == url and not any("missing" in w for w in doc["warnings"])
+    assert any(n.startswith(f"header read from {url}: 5 request(s), 4,096 KiB") for n in doc["notes"]), doc["notes"]
     local = json.loads(run("plan", str(seed_gguf), "--vram", "8GiB", "--ram", "64GiB", "--bandwidth", "20GB/s",
                            "--json").stdout)
     assert doc["memory"] == local["memory"] and doc["options"] == local["options"]
@@ -55,6 +56,7 @@ def test_plan_reads_the_header_only_then_from_its_cache(served, tmp_path, seed_g
     assert again.returncode == 0, again.stderr
     assert server.sent == before  # validated by one HEAD, no bytes
     assert [m for m, _, _ in server.requests[asked:]] == ["HEAD"]
+    assert any("from the cache (one HEAD)" in n for n in json.loads(again.stdout)["notes"])
     assert json.loads(again.stdout)["memory"] == doc["memory"]
 
 
@@ -126,11 +128,13 @@ def test_split_model_read_shard_by_shard(tmp_path, monkeypatch):
     assert len(shards) > 1 and first == shards[0]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with RangeServer(root) as server:
-        got = read_remote_model(f"{server.url}/files/{shards[1].name}")  # any shard names them all
+        got = read_remote_model(f"{server.url}/files/{shards[1].name}?download=true")  # any shard names them all
+        asked = [p for _, p, _ in server.requests if p.startswith("/files/")]
     local = read_model(first)
     assert [t.name for t in got.tensors] == [t.name for t in local.tensors]
     assert got.file_size == local.file_size and len(got.shards) == len(shards)
     assert [p.name for p in got.shards] == [p.name for p in shards]  # gguf-split's names, for --measure's shadows
+    assert all(p.endswith("?download=true") for p in asked)  # a signed URL's query kept for every shard
 
 
 def test_a_server_without_head_still_serves_the_plan(served, tmp_path, monkeypatch):

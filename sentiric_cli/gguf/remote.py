@@ -51,7 +51,7 @@ def resolve(ref: str, revision: str | None = None) -> str:
 
 @dataclass
 class Traffic:
-    """What reading the header cost: for the plan's explanation and the tests."""
+    """What reading the header cost: a note under the plan, and the tests' and bench's counts."""
 
     requests: int = 0
     bytes: int = 0
@@ -72,8 +72,11 @@ def read_remote_model(ref: str, revision: str | None = None, traffic: Traffic | 
                                 "where the others are", "give the first shard's URL: NAME-00001-of-0000N.gguf")
         return first
     n = int(hit["count"])
-    urls = [url[: len(url) - len(name)] + f"{hit['prefix']}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
-    headers = [first if u == url else _read(u, traffic) for u in urls]
+    parts = urllib.parse.urlsplit(url)  # the last path segment renamed; a query (a signed URL's) kept
+    folder = parts.path.rsplit("/", 1)[0]
+    urls = [urllib.parse.urlunsplit(parts._replace(path=f"{folder}/{urllib.parse.quote(hit['prefix'])}-{i:05d}-of-"
+                                                        f"{n:05d}.gguf")) for i in range(1, n + 1)]
+    headers = [first if i == int(hit["no"]) - 1 else _read(u, traffic) for i, u in enumerate(urls)]
     for i, h in enumerate(headers):
         if (h.metadata.get("split.no"), h.metadata.get("split.count")) != (i, n):
             raise SentiricError(f"{urls[i]}: says it is shard {h.metadata.get('split.no')!r} of "

@@ -14,7 +14,7 @@ from rich.console import Console
 from sentiric_cli.bundled import model_path
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.modelinfo import model_info
-from sentiric_cli.gguf.remote import is_remote, read_remote_model
+from sentiric_cli.gguf.remote import Traffic, is_remote, read_remote_model
 from sentiric_cli.gguf.shards import read_model
 from sentiric_cli.plan.device import host_device, select_devices
 from sentiric_cli.plan.layout import CPU, override_places
@@ -84,15 +84,17 @@ def plan(
     settings = load_settings(profile, overrides)
     # whatever a profile, the environment or a flag set is fixed; the planner chooses the rest
     pinned = set(settings.model_fields_set) - {"model"}
+    given = parse_bandwidth(bandwidth)  # every flag checked before a remote header is read
+    devices = select_devices(gpu, vram)
+    host = host_device(ram)
+    traffic = Traffic()
     if is_remote(settings.model):
-        header = read_remote_model(str(settings.model), revision)
+        header = read_remote_model(str(settings.model), revision, traffic)
     elif revision:
         raise SentiricError("--revision is for hf:// models", "give hf://ORG/REPO/FILE.gguf --revision REV")
     else:
         header = read_model(model_path(settings.model))
     info = model_info(header)
-    devices = select_devices(gpu, vram)
-    host = host_device(ram)
     gpus = sum(d.is_gpu for d in devices)
     if not gpus and ram is not None:  # planning for host RAM: --ram is the device
         devices = (host,)
@@ -104,11 +106,14 @@ def plan(
     except ValueError as e:
         raise SentiricError(str(e), "name CPU or a planned GPU's buffer (CUDA0 for --gpu's first)") from None
     extras = _extras(mmproj, draft)
-    given = parse_bandwidth(bandwidth)
     bw = bandwidths(devices, given)
     peak, peak_how = cpu_peak_flops()
     result = make_plan(header, info, devices, settings, pinned, extras=extras, kv_unified=kv_unified, host=host,
                        bw=bw, peaks={CPU: peak} if peak else {}, peak_how=f"the CPU's peak: {peak_how}" if peak else "")
+    if traffic.requests:
+        result.notes.append(f"header read from {header.url}: {traffic.requests} request(s), "
+                            + (f"{traffic.bytes / 1024:,.0f} KiB" if traffic.bytes else "from the cache (one HEAD)")
+                            + f" of a {header.file_size / 1024**3:,.2f} GiB model")
     rows = layer_rows(header, info, devices, result.shape, result.memory) if layers else None
     compared = None
     if measure:
