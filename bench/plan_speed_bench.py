@@ -132,7 +132,7 @@ def remote_rows(tmp: Path) -> tuple[list[str], dict]:
     files = {"gemma-3-4b-it Q4_K_M (262k vocabulary)": write_gemma3_4b_header(tmp / "g.gguf"),
              "Qwen3-30B-A3B Q4_K_M shapes (152k vocabulary)": write_header(tmp / "q.gguf", QWEN3_30B_A3B)}
     lines, data = [], {}
-    os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
+    os.environ["SENTIRIC_CACHE_DIR"] = str(tmp / "cache")
     with RangeServer(srv) as s:
         for name, header in files.items():
             big = sparse_copy(header, srv / header.name)

@@ -142,7 +142,8 @@ and a comment saying how it was made; `--force` replaces an existing file. The s
 |---|---|
 | `SENTIRIC_CPU_PATH` | `auto` (default): a child process finds which CPU path runs here ([cpu.md](cpu.md)); |
 | | `extra`: AMX/repacked weights without asking; `plain`: weights as stored |
-| `SENTIRIC_CACHE_DIR` | where the CPU-path verdicts and the llama.cpp wheels are kept (default `~/.cache/sentiric`) |
+| `SENTIRIC_CACHE_DIR` | where the CPU-path verdicts, the llama.cpp wheels, remote GGUF headers and the RAM's |
+| | measured bandwidth are kept (default `$XDG_CACHE_HOME/sentiric`, else `~/.cache/sentiric`) |
 | `SENTIRIC_NO_AMX` | `1`: `make install` builds llama.cpp without AMX even where AMX runs |
 | `SENTIRIC_DEBUG` | `1`: tracebacks instead of one-line errors |
 

@@ -189,7 +189,7 @@ def _check(values: dict[str, Any], where: str, name=None) -> dict[str, Any]:
 def _profile_loader():
     """YAML without aliases: a profile needs none, and a few hundred bytes of nested aliases expand to gigabytes
     wherever the value is walked (validation, an error message). Made on first use: yaml is imported only
-    where a profile is read or written, not by every command's start."""
+    where a profile is read (to_yaml writes one itself), not by every command's start."""
     import yaml
 
     class ProfileLoader(yaml.SafeLoader):

@@ -11,14 +11,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sentiric_cli"
 # each room, and the rooms below it that it may import (itself always)
 BELOW = {
     "errors": set(),
+    "machine": {"errors"},
     "settings": {"errors"},
     "bundled": {"errors"},
-    "gguf": {"errors"},
-    "engine": {"errors", "settings", "gguf"},
-    "longdoc": {"errors", "settings", "gguf", "engine"},
+    "gguf": {"errors", "machine"},
+    "engine": {"errors", "machine", "settings", "gguf"},
+    "longdoc": {"errors", "machine", "settings", "gguf", "engine"},
     # llama.cpp only through the engine's parameter builders and its log (the dry run in a child, plan/measure.py)
-    "plan": {"errors", "settings", "bundled", "gguf", "engine.params", "engine.llamalog"},
-    "serve": {"errors", "settings", "bundled", "gguf", "engine", "longdoc"},
+    "plan": {"errors", "machine", "settings", "bundled", "gguf", "engine.params", "engine.llamalog"},
+    "serve": {"errors", "machine", "settings", "bundled", "gguf", "engine", "longdoc"},
 }
 COMMANDS = {"cli", "run", "plan.command", "serve.command", "__main__", "__init__"}  # the top: may import any room
 

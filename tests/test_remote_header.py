@@ -29,7 +29,7 @@ def served(tmp_path_factory, seed_gguf):
 
 def _plan(url: str, cache, *args: str, env: dict | None = None):
     return run("plan", url, "--vram", "8GiB", "--ram", "64GiB", "--bandwidth", "20GB/s", "--json", *args,
-               env={"XDG_CACHE_HOME": str(cache), **(env or {})})
+               env={"SENTIRIC_CACHE_DIR": str(cache), **(env or {})})
 
 
 def test_plan_reads_the_header_only_then_from_its_cache(served, tmp_path, seed_gguf):
@@ -86,7 +86,7 @@ def test_server_faults_are_one_line(served, tmp_path, path, expected):
 def test_a_silent_server_times_out(served, tmp_path, monkeypatch):
     server, big = served
     monkeypatch.setattr(remote, "TIMEOUT_S", 0.5)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("SENTIRIC_CACHE_DIR", str(tmp_path))
     with pytest.raises(SentiricError, match="no answer within 0.5 s"):
         read_remote_model(f"{server.url}/slow/{big.name}")
 
@@ -126,7 +126,7 @@ def test_split_model_read_shard_by_shard(tmp_path, monkeypatch):
     first = write_model(root / "tiny.gguf", "llama", n_layer=4, split_max_tensors=12)
     shards = sorted(root.glob("tiny-*-of-*.gguf"))
     assert len(shards) > 1 and first == shards[0]
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SENTIRIC_CACHE_DIR", str(tmp_path / "cache"))
     with RangeServer(root) as server:
         got = read_remote_model(f"{server.url}/files/{shards[1].name}?download=true")  # any shard names them all
         asked = [p for _, p, _ in server.requests if p.startswith("/files/")]
@@ -140,7 +140,7 @@ def test_split_model_read_shard_by_shard(tmp_path, monkeypatch):
 def test_a_server_without_head_still_serves_the_plan(served, tmp_path, monkeypatch):
     """No HEAD (405): the size comes from the first range's Content-Range; nothing is trusted from the cache."""
     server, big = served
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("SENTIRIC_CACHE_DIR", str(tmp_path))
     for _ in range(2):
         before = server.sent
         got = read_remote_model(f"{server.url}/nohead/{big.name}")

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sentiric_cli.errors import SentiricError
+from sentiric_cli.machine import cache_dir, cpu_info
 
 PROBE_TIMEOUT_S = 180
 AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
@@ -55,25 +56,6 @@ class ProbeRun:
     stderr: str = ""
 
 
-def cpu_info() -> tuple[str, list[str]]:
-    """(model name, flags) of the first CPU in /proc/cpuinfo; ("", []) where there is none."""
-    name, flags = "", list[str]()
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return name, flags
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not name:
-            name = value.strip()
-        elif key == "flags" and not flags:
-            flags = value.split()
-        if name and flags:
-            break
-    return name, flags
-
-
 def _llama_build_id() -> str:
     """llama-cpp-python's version and its shared libraries (name, size, mtime): a rebuild changes it."""
     try:
@@ -94,13 +76,6 @@ def cache_key() -> str:
     name, flags = cpu_info()
     text = "\n".join([name, " ".join(sorted(flags)), _llama_build_id(), sys.platform])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def cache_dir() -> Path:
-    if os.environ.get("SENTIRIC_CACHE_DIR"):
-        return Path(os.environ["SENTIRIC_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sentiric"
 
 
 def _signal_name(rc: int) -> str:

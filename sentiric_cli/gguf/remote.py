@@ -2,7 +2,7 @@
 
 Only the header's bytes are read, with range requests that grow as the parser needs (it says how far it got:
 header.Short). A header is cached by URL and validator (ETag, else Last-Modified and size) under
-$XDG_CACHE_HOME/sentiric/headers: a second plan of the same file costs one HEAD request. The cached bytes are
+machine.cache_dir()/headers: a second plan of the same file costs one HEAD request. The cached bytes are
 the file's head, a valid header-only GGUF, so `--measure` can dry-run it like a local file.
 Standard library only (urllib), so `plan` stays quick to start.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.header import GGUFHeader, Short, parse, read_header
+from sentiric_cli.machine import cache_dir
 
 FIRST_READ = 512 * 1024  # most headers fit; a 262k vocabulary with merges needs ~8 MiB, read in 3-4 more ranges
 MOST = 256 * 1024 * 1024  # past any real header (gguf.header bounds its counts): a file that asks more is refused
@@ -93,7 +94,7 @@ def _read(url: str, traffic: Traffic) -> GGUFHeader:
     import hashlib  # here: a local plan never needs it
 
     # a folder per URL holding the head under the file's own name: a split model's shadows keep gguf-split's names
-    cache = _cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:32]
+    cache = cache_dir() / "headers" / hashlib.sha256(url.encode()).hexdigest()[:32]
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     blob, meta = cache / name, cache / "facts.json"
     if validator and size and _cached(meta, url, validator, size) and blob.is_file():
@@ -202,11 +203,6 @@ def _range(url: str, start: int, end: int, traffic: Traffic) -> tuple[bytes, int
     if len(data) != min(end, total) - start:
         raise SentiricError(f"{url}: the server sent {len(data)} bytes of the {min(end, total) - start} asked")
     return data, total
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sentiric" / "headers"
 
 
 def _cached(meta: Path, url: str, validator: str, size: int) -> bool:

@@ -6,7 +6,7 @@ cache, on the device each lives on; the devices run one after another. So a step
 and each of `threads` busy sequences gets one token per step (weights read once per step, each KV its own).
 This is the memory-bandwidth bound that decode speed sits under; docs/benchmarks.md gives the measured
 ratio to llama.cpp's own speed. Bandwidths: NVML's memory clock x bus width for a GPU; for host RAM a short
-multi-threaded copy measured once per machine and cached, or `--bandwidth`.
+multi-threaded copy measured once per machine and cached (machine.cache_dir()), or `--bandwidth`.
 A prompt token costs 2 FLOPs per weight it uses plus its attention; against the device's peak that is
 an upper bound on prompt speed, never an estimate of it.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 from sentiric_cli.errors import SentiricError
 from sentiric_cli.gguf.header import GGUFHeader
 from sentiric_cli.gguf.modelinfo import ModelInfo
+from sentiric_cli.machine import cache_dir, cpu_info, cpu_mhz
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.layout import CPU
 from sentiric_cli.plan.memory import Shape, context_sizes, kv_cache, tensor_layer
@@ -119,12 +120,17 @@ def step_bytes(header: GGUFHeader, info: ModelInfo, shape: Shape, bd: Breakdown)
     return out
 
 
+def _expert_share(info: ModelInfo) -> float:
+    """The part of an MoE layer's expert weights one token uses: n_expert_used of n_expert (1 without experts)."""
+    return info.n_expert_used / info.n_expert if info.n_expert and info.n_expert_used else 1.0
+
+
 def _weight_reads(header: GGUFHeader, info: ModelInfo) -> tuple[list[int], int, int]:
     """(bytes a decode step reads per layer, of the input tensors, of a tied output), once per header."""
     key = ("weight_reads", info.n_layer)
     if key in header.memo:
         return header.memo[key]
-    share = info.n_expert_used / info.n_expert if info.n_expert and info.n_expert_used else 1.0
+    share = _expert_share(info)
     per_layer = [0] * (info.n_layer + 1)
     inputs = tied = 0
     has_output = any(t.name == "output.weight" for t in header.tensors)
@@ -142,7 +148,7 @@ def _weight_reads(header: GGUFHeader, info: ModelInfo) -> tuple[list[int], int, 
 def _weight_flops(header: GGUFHeader, info: ModelInfo) -> int:
     key = ("weight_flops", info.n_layer)
     if key not in header.memo:
-        share = info.n_expert_used / info.n_expert if info.n_expert and info.n_expert_used else 1.0
+        share = _expert_share(info)
         weights = 0
         for t in header.tensors:
             if t.name.startswith("token_embd.") or len(t.shape) < 2:
@@ -193,7 +199,7 @@ def speed(header: GGUFHeader, info: ModelInfo, shape: Shape, bd: Breakdown, bw: 
 def host_bandwidth() -> tuple[float, str]:
     """Copy bandwidth of this machine's RAM (bytes read + written per second), cached per machine."""
     key = _machine_key()
-    cache = _cache_file()
+    cache = cache_dir() / "bandwidth.json"
     try:
         got = json.loads(cache.read_text())
         if got.get("machine") == key and got.get("bytes_per_s", 0) > 0:
@@ -235,36 +241,20 @@ def _measure_copy() -> float:
 def cpu_peak_flops(threads: int | None = None) -> tuple[float | None, str]:
     """FLOP/s of this CPU's cores from /proc/cpuinfo: cores x clock x FMA width (AVX-512: 64 fp32 FLOPs a cycle,
     AVX2+FMA: 32), x4 where int8 dot products (VNNI) run a quantized model's matrix products."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None, "no /proc/cpuinfo"
-    found = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-    flags = set(found[1].split()) if found else set()
-    mhz = [float(x) for x in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.M)]
+    mhz = cpu_mhz()
     if not mhz:
         return None, "no clock in /proc/cpuinfo"
+    flags = set(cpu_info()[1])
     per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
     vnni = 4 if flags & {"avx512_vnni", "avx_vnni"} else 1
     cores = threads or os.cpu_count() or 1
-    return (cores * max(mhz) * 1e6 * per_cycle * vnni,
-            f"{cores} cores x {max(mhz):.0f} MHz x {per_cycle} FLOPs a cycle" + (" x 4 (int8 VNNI)" if vnni > 1 else ""))
+    return (cores * mhz * 1e6 * per_cycle * vnni,
+            f"{cores} cores x {mhz:.0f} MHz x {per_cycle} FLOPs a cycle" + (" x 4 (int8 VNNI)" if vnni > 1 else ""))
 
 
 def _machine_key() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
-        model = found[1] if found else "?"
-    except OSError:
-        model = "?"
-    try:
         total = Path("/proc/meminfo").read_text().split("\n", 1)[0]
     except OSError:
         total = "?"
-    return f"{model} | {os.cpu_count()} cpus | {total}"
-
-
-def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sentiric" / "bandwidth.json"
+    return f"{cpu_info()[0] or '?'} | {os.cpu_count()} cpus | {total}"
