@@ -66,6 +66,9 @@ bench: install litellm
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/soak_bench.py
 	$(BIN)/python bench/overhead_bench.py
+	$(BIN)/python bench/shadow_model.py build/shadow-q06.gguf --shape qwen3-0.6b
+	$(BIN)/python bench/overhead_bench.py --model build/shadow-q06.gguf --clients 1,4 --name qwen3_shape
+	$(BIN)/python bench/serve_speed_bench.py
 	$(BIN)/python bench/slot_steps.py
 	$(BIN)/python bench/padding_bench.py
 	$(BIN)/python bench/sampling_bench.py

@@ -22,7 +22,8 @@ RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "benchmarks.md"
 # bench/results/NAME.jsonl, in the order docs/benchmarks.md shows them (the script that writes each: its `record` call)
 SECTIONS = ("plan", "plan_time", "plan_speed", "gpu_plan", "run", "longdoc_eval", "longdoc", "serve", "cpu_paths", "soak",
-            "overhead", "overhead_contention", "slot_steps", "step_cpu", "padding", "sampling", "fleet", "ab")
+            "overhead", "overhead_contention", "qwen3_shape", "multiturn", "drafting", "determinism",
+            "slot_steps", "step_cpu", "padding", "sampling", "fleet", "ab")
 
 
 def machine() -> str:

@@ -86,6 +86,7 @@ def run(
             err.print(backend_summary(rec), markup=False, highlight=False, soft_wrap=True)
         return
     with Engine(settings, model_path(settings.model)) as engine:
+        engine.measure_drafts()  # with draft_tokens: what a step of 1 + k rows costs here (engine/draft.py)
         rec = _stream(lambda progress: answer(engine, prompt, document, settings.strategy, instruction=instruction,
                                               raw=raw, base=base, progress=progress, kind=kind),
                       as_json, err, len(document or prompt))

@@ -40,6 +40,16 @@ class Settings(BaseModel):
                              "own threads are the limit (measured as it runs)")
     pad_steps: bool = Field(True, description="serve: pad a decode step with throw-away rows up to a row count that "
                             "llama.cpp computes faster, as measured when the server starts (docs/settings.md)")
+    cache_ram: int = Field(8192, ge=0, le=16 * 1024 * 1024, description="serve: MiB of host RAM for prompt caches a "
+                           "slot held before another prompt took it, restored when a later prompt starts the same way "
+                           "(llama-server's --cache-ram, same default); 0 = off")
+    draft_tokens: int = Field(0, ge=0, le=64, description="Prompt-lookup drafting: up to this many tokens proposed per "
+                              "step from the longest match of the answer's last tokens in the request's own prompt and "
+                              "answer, checked in the same decode (same output, fewer steps where the answer quotes "
+                              "the prompt); 0 = off")
+    deterministic: bool = Field(False, description="serve: the same request gives the same greedy answer under any "
+                                "load: fixed-shape decode steps, prompts read alone, no cache reuse, fixed CPU threads, "
+                                "no drafting (slower; docs/serve.md)")
     persistent_threads: bool = Field(True, description="Keep llama.cpp's compute threads between decodes (as "
                                      "llama-server does) instead of starting them for every step")
     context_size: int = Field(4096, ge=16, le=4_194_304, description="Tokens of KV cache per thread (per request)")

@@ -135,3 +135,23 @@ def test_plan_imports_neither_llama_cpp_nor_numpy(bundled):
                        timeout=WAIT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[]" in r.stderr
+
+
+def test_serves_prompt_cache_is_checked_against_the_ram_the_plan_leaves(bundled):
+    """cache_ram (serve's prompt caches in host RAM) is not llama.cpp's memory: it is shown with the tokens it holds,
+    checked against the RAM left beside the model, and lowered in the recommendation where it does not fit."""
+    code, roomy = _json(str(bundled), "--ram", "64GiB")
+    pc = roomy["prompt_cache"]
+    assert code == 0 and pc["fits"] and pc["budget_bytes"] == 8192 * 2**20 and pc["recommended_mib"] == 8192
+    kv = roomy["memory"]["kv_bytes_per_thread"] // roomy["settings"]["context"]
+    assert pc["token_bytes"] == kv and pc["tokens"] == pc["budget_bytes"] // kv
+    assert any(e["what"].startswith("serve's prompt cache") for e in roomy["explain"])
+    code, tight = _json(str(bundled), "--ram", "4GiB")
+    pc = tight["prompt_cache"]
+    assert code == 0 and not pc["fits"] and pc["room_bytes"] < 4 * GiB
+    assert pc["recommended_mib"] == pc["room_bytes"] // 2 // 2**20 == tight["recommendation"]["cache_ram"]
+    assert any("cache_ram 8,192 MiB is more than" in w for w in tight["warnings"])
+    _, pinned = _json(str(bundled), "--ram", "4GiB", "--cache-ram", "6000")
+    assert pinned["recommendation"]["cache_ram"] == 6000 and not pinned["prompt_cache"]["fits"]
+    _, off = _json(str(bundled), "--ram", "4GiB", "--cache-ram", "0")
+    assert off["prompt_cache"]["fits"] and not any("cache_ram" in w for w in off["warnings"])

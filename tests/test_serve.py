@@ -248,3 +248,25 @@ def test_next_chat_turn_reuses_the_history_already_in_a_slot(two):
     # the whole first prompt (and what of the answer tokenizes the same) was not read again
     assert gained >= first.usage.prompt_tokens - 1, (gained, first.usage.prompt_tokens)
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+@pytest.mark.text
+def test_a_request_can_ask_for_drafting_and_metrics_count_it(two):
+    """`draft_tokens` per request (engine/draft.py): a quoting answer drafts from its prompt, /metrics counts the drafted
+    and kept tokens; out-of-range values are a 400 naming the field."""
+    url, _, _ = two
+
+    def count(name: str) -> float:
+        return float(re.search(rf"^sentiric_{name}_total (\S+)$", httpx.get(f"{url}/metrics").text, re.M).group(1))
+
+    para = "The keeper polished the great lens until it shone like a second moon over the harbour. "
+    prompt = f"Repeat the sentence exactly.\nSentence: {para}\nRepeated sentence:"
+    before = count("drafted_tokens"), count("accepted_tokens")
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": prompt, "max_tokens": 24, "temperature": 0,
+                                                   "draft_tokens": 6}, timeout=WAIT)
+    assert r.status_code == 200 and "lens" in r.json()["choices"][0]["text"]
+    drafted, kept = count("drafted_tokens") - before[0], count("accepted_tokens") - before[1]
+    assert drafted >= kept > 0
+    for bad in (-1, 65, "many"):
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "draft_tokens": bad}, timeout=WAIT)
+        assert r.status_code == 400 and "draft_tokens" in r.json()["error"]["message"], r.text

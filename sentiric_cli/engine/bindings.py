@@ -157,10 +157,12 @@ class Context:
     def can_shift(self) -> bool:
         return bool(C.llama_memory_can_shift(self.mem))
 
-    def decode(self, batch: Batch, prompt: bool = True, streaming: bool = True) -> None:
+    def decode(self, batch: Batch, prompt: bool = True, streaming: bool = True, sequences: int | None = None) -> None:
         """One llama_decode; `prompt`: the batch reads prompt tokens (every core), else only generates;
-        `streaming`: some sequence's tokens go out as they come (ThreadTuner.threads)."""
-        n = self.tuner.threads(len(batch), prompt, streaming)
+        `streaming`: some sequence's tokens go out as they come (ThreadTuner.threads); `sequences`: how many
+        sequences the step serves, when that is not one per row (a draft's rows: engine/draft.py)."""
+        drafted = not prompt and sequences is not None and sequences != len(batch)
+        n = self.tuner.threads(len(batch), prompt or drafted, streaming)
         if n != self.n_threads:
             if self.pool:
                 self.pool.use(n)
@@ -172,7 +174,7 @@ class Context:
         rc = C.llama_decode(self.handle, batch.raw)
         if self.on_device and rc == 0:  # wait here, letting the GIL go: the logits calls keep it (keepgil.py)
             C.llama_synchronize(self.handle)
-        self.tuner.observe(time.perf_counter() - t0, len(batch), n, prompt)
+        self.tuner.observe(time.perf_counter() - t0, len(batch), n, prompt or drafted)  # prompt-like: not counted
         if rc != 0:
             what = {1: "no KV slot free", 2: "aborted"}.get(rc, f"error {rc}")
             raise RuntimeError(f"llama_decode failed: {what} ({last_log()})")
@@ -221,6 +223,22 @@ class Context:
     def seq_cp(self, src: int, dst: int) -> None:
         """Copy a whole sequence into another (another KV stream: llama.cpp copies the buffer at the next update)."""
         K.memory_seq_cp(self.mem, src, dst, -1, -1)
+
+    def state_save(self, seq: int) -> ctypes.Array | None:
+        """A copy of one sequence's cache (its cells' positions and K/V) in host memory; None if llama.cpp gives none."""
+        size = C.llama_state_seq_get_size_ext(self.handle, seq, 0)
+        if size <= 0:
+            return None
+        buf = (ctypes.c_uint8 * size)()
+        return buf if C.llama_state_seq_get_data_ext(self.handle, buf, size, seq, 0) == size else None
+
+    def state_load(self, seq: int, data: ctypes.Array) -> bool:
+        """Put a saved cache into `seq` (emptied first); False (and `seq` empty) when llama.cpp could not take it."""
+        self.seq_rm(seq, -1, -1)
+        if C.llama_state_seq_set_data_ext(self.handle, data, len(data), seq, 0) == len(data):
+            return True
+        self.seq_rm(seq, -1, -1)
+        return False
 
     def seq_pos_max(self, seq: int) -> int:
         return K.memory_seq_pos_max(self.mem, seq)

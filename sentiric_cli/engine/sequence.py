@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from sentiric_cli.engine.draft import HISTORY, Acceptance, Lookup, choose_k
 from sentiric_cli.engine.logprobs import TokenLogprob, entry, log_softmax
 from sentiric_cli.engine.sampling import TokenChooser
 from sentiric_cli.engine.text import TextStream
@@ -61,6 +62,8 @@ class Sequence:
                                     prompt_end(req, req.sampling.penalty_last_n) if req.sampling.penalized else ())
         top = self.chooser.top if req.top_logprobs >= 0 else None
         self.text = TextStream(req.stop, top, None if self.quiet else self._piece)
+        self.lookup: Lookup | None = None  # prompt-lookup drafting's index, made at the first step that drafts
+        self.acceptance = Acceptance()
 
     def _piece(self, text: str, logprobs: list[TokenLogprob] | None) -> None:
         self._events.append(Piece(text, self.index, logprobs))
@@ -100,6 +103,21 @@ class Sequence:
         else:
             w.fill(batch, n, reading=not self.generating)
 
+    def draft(self, seconds: list[float]) -> list[int]:
+        """Tokens to check in this step beside the one just sampled (draft.py); [] for none. `seconds`: a step's
+        cost by row count, one sequence's rows (Engine.draft_costs)."""
+        req, w = self.req, self.window
+        if req.draft <= 0 or self.e.model.recurrent:  # a recurrent state cannot drop the refused tokens
+            return []
+        k_max = min(req.draft, w.capacity - len(w.toks) - 1, self.e.batch.capacity - 1,
+                    req.max_tokens - self.tally.generated)
+        if k_max <= 0:
+            return []
+        if self.lookup is None:  # the prompt's end and the answer so far (the token just sampled included)
+            self.lookup = Lookup(prompt_end(req, HISTORY) + self.chooser.tokens[:self.tally.generated])
+        found = self.lookup.propose(k_max)
+        return found[:choose_k(seconds, self.acceptance.rate, len(found))] if found else []
+
     def after_decode(self) -> None:
         w = self.window
         if w.to_score:
@@ -122,7 +140,27 @@ class Sequence:
             for i, slot in enumerate(self.copies, 1):  # the prompt is read: copy it, sample the same logits
                 self._forked.append(self.fork(slot, i))
             self.copies = []
-        self._sample(w.logit_index)
+        if w.draft_rows:
+            self._verify()
+        else:
+            self._sample(w.logit_index)
+
+    def _verify(self) -> None:
+        """A step with a draft: sample its rows in order, as one step each would have, while the sampler chooses the
+        drafted token; the cells after the last one chosen go."""
+        w = self.window
+        rows = w.draft_rows
+        base = len(w.toks) - len(rows)  # the cell of the token sampled last step
+        drafted = w.toks[base + 1:]
+        kept = 0
+        for j, row in enumerate(rows):
+            self._sample(row)
+            if self.done or j >= len(drafted) or w.pending[-1][0] != drafted[j]:
+                break
+            w.pending.pop()  # chosen as drafted: its cell is in the cache already
+            kept += 1
+        w.keep(base + 1 + kept)
+        self.acceptance.observe(len(drafted), kept)
 
     def fork(self, slot: int, index: int) -> Sequence:
         """Answer `index` of the same request in `slot`: the prompt's cache is copied (llama_memory_seq_cp, applied
@@ -156,6 +194,8 @@ class Sequence:
         if t.generated >= self.req.max_tokens:
             return self.finish("length")
         w.pending.append((tok, GENERATED))
+        if self.lookup is not None:
+            self.lookup.push(tok)
 
     def finish(self, reason: str) -> None:
         if self.done:
@@ -185,7 +225,8 @@ class Sequence:
             generation_tokens_per_s=t.generated / t_gen if t_gen > 0 else 0.0, text=text,
             tokens=list(c.tokens), logits=c.trace, scored_tokens=t.scored, nll=t.nll, prompt_logprobs=list(t.prompt_lps),
             token_logprobs=list(c.lps), logprobs=c.top.entries(0, c.top.before(len(text))),
-            index=self.index, stop_string=self.text.matched)
+            index=self.index, stop_string=self.text.matched, drafted_tokens=self.acceptance.drafted,
+            accepted_tokens=self.acceptance.accepted)
 
     def close(self) -> None:
         self.chooser.close()

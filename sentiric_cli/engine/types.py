@@ -33,6 +33,7 @@ class Request:
     top_logprobs: int = -1  # >= 0: each sampled token's log-probability and this many alternatives (Piece/Record.logprobs)
     prompt_logprobs: int = -1  # >= 0, with score: each scored token's log-probability and this many alternatives
     # (Record.prompt_logprobs: the completions API's echo)
+    draft: int = 0  # prompt-lookup drafting: most tokens checked per step beside the sampled one (engine/draft.py)
     n: int = 1  # answers to the same prompt: the prompt is read once, then copied into n - 1 more slots (Sequence.fork)
 
     @classmethod
@@ -40,6 +41,7 @@ class Request:
                       sampling: SamplingParams | None = None, **kw: Any) -> Request:
         """A request with the settings' answer length, window policy and sampling (`sampling` replaces the last)."""
         values: dict[str, Any] = dict(max_tokens=s.max_tokens, n_keep=s.n_keep, shift_discard=s.shift_discard,
+                                      draft=0 if s.deterministic else s.draft_tokens,
                                       sampling=sampling or SamplingParams.from_settings(s))
         values.update(kw)
         return cls(list(head), list(body), list(tail), **values)
@@ -94,6 +96,8 @@ class Record:
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # with Request.prompt_logprobs, per scored token
     index: int = 0  # which of the request's n answers
     stop_string: str | None = None  # the stop string that ended the answer (finish_reason "stop"), if one did
+    drafted_tokens: int = 0  # prompt-lookup drafting: tokens proposed, and those the sampler chose too (kept)
+    accepted_tokens: int = 0
 
     @property
     def perplexity(self) -> float:

@@ -83,7 +83,7 @@ class KVWindow:
     # the fields, by name: an attribute not listed cannot be set, and one copy_to does not set fails when read (no
     # field is silently shared with a fork)
     __slots__ = ("ctx", "id", "shiftable", "fraction", "score", "capacity", "n_keep", "pending", "prompt_total", "chunk",
-                 "toks", "srcs", "stats", "logit_index", "to_score", "scored_src")
+                 "toks", "srcs", "stats", "logit_index", "to_score", "scored_src", "draft_rows")
 
     def __init__(self, ctx: Context, seq_id: int, shiftable: bool, prompt: list[tuple[int, int]], head: int,
                  n_keep: int, discard: float, max_tokens: int, reuse: int = 0, score: bool = False) -> None:
@@ -106,6 +106,7 @@ class KVWindow:
         self.logit_index: int | None = None
         self.to_score: list[tuple[int, int]] = []  # (batch index, next document token) for this step
         self.scored_src = -1
+        self.draft_rows: list[int] = []  # this step's rows: the sampled token's, then one per drafted token (draft.py)
 
     def copy_to(self, seq_id: int) -> KVWindow:
         """The same window in another sequence (the caller copied the cells: llama_memory_seq_cp). Every field is
@@ -116,6 +117,7 @@ class KVWindow:
         c.pending, c.toks, c.srcs = deque(self.pending), list(self.toks), list(self.srcs)
         c.stats = replace(self.stats, evicted=list(self.stats.evicted), reused=len(c.toks))  # copied, not read
         c.logit_index, c.to_score, c.scored_src = self.logit_index, [], self.scored_src
+        c.draft_rows = []
         return c
 
     def make_room(self, n: int) -> bool:
@@ -157,6 +159,26 @@ class KVWindow:
         self.srcs.append(src)
         if len(self.toks) > self.stats.max_fill:
             self.stats.max_fill = len(self.toks)
+
+    def fill_draft(self, batch: Batch, draft: list[int]) -> None:
+        """Generating: the token just sampled and a draft of the next ones (draft.py), each with logits. The draft's
+        cells stay only as far as the sampler confirms them (keep)."""
+        tok, src = self.pending.popleft()
+        pos = len(self.toks)
+        rows = [batch.add(tok, pos, self.id, True)]
+        rows += [batch.add(t, pos + 1 + j, self.id, True) for j, t in enumerate(draft)]
+        self.toks += [tok, *draft]
+        self.srcs += [src] * (1 + len(draft))  # generated, as the sampled token
+        self.logit_index, self.draft_rows = rows[0], rows
+        self.stats.max_fill = max(self.stats.max_fill, len(self.toks))
+
+    def keep(self, n: int) -> None:
+        """Keep the first n cells (a draft's refused tokens go: their cells were written by this step)."""
+        self.draft_rows = []
+        if n < len(self.toks):
+            self.ctx.seq_rm(self.id, n, -1)
+            del self.toks[n:]
+            del self.srcs[n:]
 
     def fill(self, batch: Batch, n: int, reading: bool) -> None:
         """n queued tokens into the batch; logits for the last one (and, scoring, for each document token's

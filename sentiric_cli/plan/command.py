@@ -41,6 +41,8 @@ def plan(
                                    "this machine's available memory."),
     bandwidth: str | None = typer.Option(None, "--bandwidth", help="Memory bandwidth for the speed estimate: 60GB/s "
                                          "(host RAM), or host=60GB/s,gpu=936GB/s; default: measured here / NVML."),
+    cache_ram: int | None = typer.Option(None, "--cache-ram", min=0, help="Pin serve's prompt cache in host RAM, in "
+                                         "MiB (default 8192; checked against the RAM the plan leaves)."),
     mmap: bool | None = typer.Option(None, "--mmap/--no-mmap", help="Pin how host weights are held: mapped from the "
                                      "file (page cache, the default) or read into RAM."),
     tensor_split: str | None = typer.Option(None, "--tensor-split", "-ts", help="Pin the share of layers per GPU "
@@ -77,7 +79,8 @@ def plan(
     overrides = {"model": model, "context_size": context, "threads": threads, "gpu_layers": gpu_layers,
                  "cache_type_k": cache_type, "cache_type_v": cache_type, "flash_attn": flash_attn,
                  "swa_full": swa_full, "ubatch_size": ubatch, "tensor_split": tensor_split, "op_offload": op_offload,
-                 "tensor_overrides": _overrides(override_tensor, cpu_moe, n_cpu_moe), "use_mmap": mmap}
+                 "tensor_overrides": _overrides(override_tensor, cpu_moe, n_cpu_moe), "use_mmap": mmap,
+                 "cache_ram": cache_ram}
     if ubatch is not None:  # a physical batch larger than the logical one lifts it, as llama.cpp needs
         without = load_settings(profile, {**overrides, "ubatch_size": None})
         overrides["batch_size"] = ubatch if without.batch_size < ubatch else None

@@ -15,6 +15,7 @@ from sentiric_cli.gguf.modelinfo import ModelInfo
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.explain import explain, notes, speed_rows
 from sentiric_cli.plan.memory import Shape, cache_type_fits
+from sentiric_cli.plan.promptcache import MiB, PromptCache, describe, prompt_cache
 from sentiric_cli.plan.speed import Bandwidths, Speed, speed
 from sentiric_cli.plan.usage import NO_FIT, Breakdown, Extra, breakdown, strain, verdict  # noqa: F401 (verdict: API)
 from sentiric_cli.settings import Settings
@@ -65,6 +66,7 @@ class Plan:
     extras: tuple[Extra, ...] = ()
     host: Device | None = None  # the host RAM planned beside the GPUs (the device itself without one)
     speed: Speed | None = None  # at the recommended shape; None when not asked for
+    prompt_cache: PromptCache | None = None  # serve's cache_ram beside the plan (promptcache.py)
 
     @property
     def device(self) -> Device:
@@ -89,6 +91,8 @@ class Plan:
             "savings": [asdict(s) for s in self.savings],
             "explain": [{"what": w, "value": v, "source": s} for w, v, s in self.explain],
             "speed": asdict(self.speed) if self.speed else None,
+            "prompt_cache": (asdict(self.prompt_cache) | {"tokens": self.prompt_cache.tokens,
+                                                           "fits": self.prompt_cache.fits}) if self.prompt_cache else None,
             "notes": self.notes,
             "warnings": self.warnings,
         }
@@ -219,6 +223,15 @@ def make_plan(header: GGUFHeader, info: ModelInfo, device: Device | tuple[Device
     if plan.speed is not None:
         plan.explain += speed_rows(plan.speed, shape.threads, peak_how)
     plan.notes = notes(info, devices, shape, bd, fits)
+    pc = plan.prompt_cache = prompt_cache(settings.cache_ram, bd, shape.context, "cache_ram" in pinned)
+    if pc.budget_bytes:
+        plan.explain.append(describe(pc))
+        plan.recommendation = plan.recommendation.model_copy(update={"cache_ram": pc.recommended_mib})
+        if not pc.fits:
+            plan.warnings.append(f"cache_ram {pc.budget_bytes / MiB:,.0f} MiB is more than the "
+                                 f"{(pc.room_bytes or 0) / MiB:,.0f} MiB of host RAM left beside the model"
+                                 + ("" if "cache_ram" in pinned else
+                                    f"; the recommendation sets {pc.recommended_mib:,} MiB"))
     return plan
 
 

@@ -52,9 +52,26 @@ class _Stats:
                                  ("reused_tokens", c.reused_tokens, "Prompt tokens reused from a slot's cache"),
                                  ("copied_prefixes", c.copied_prefixes,
                                   "Prompts whose cached start was copied from another slot to the lowest free one"),
+                                 ("drafted_tokens", c.drafted_tokens,
+                                  "Tokens proposed from the request's own text (prompt-lookup drafting)"),
+                                 ("accepted_tokens", c.accepted_tokens, "Drafted tokens the model confirmed"),
                                  ("rejected", c.rejected, "Requests refused with 429"),
                                  ("cancelled", c.cancelled, "Requests whose client went away")):
             yield CounterMetricFamily(f"sentiric_{name}", doc, value=value)
+        host = self.s.host
+        if host is not None:  # cache_ram: prompt caches kept in host RAM (hostcache.py)
+            t = host.tally
+            for name, value, doc in (("cache_ram_saves", t.saved, "Slot caches saved to host RAM"),
+                                     ("cache_ram_hits", t.hits, "Prompts that went on from a cache saved in host RAM"),
+                                     ("cache_ram_restored_tokens", t.restored_tokens,
+                                      "Prompt tokens restored from host RAM instead of read"),
+                                     ("cache_ram_evictions", t.evicted, "Saved caches dropped for the cache_ram budget"),
+                                     ("cache_ram_saved_bytes", c.saved_bytes, "Bytes of slot caches saved to host RAM")):
+                yield CounterMetricFamily(f"sentiric_{name}", doc, value=value)
+            yield GaugeMetricFamily("sentiric_cache_ram_bytes", "Bytes of prompt caches held in host RAM", value=host.bytes)
+            yield GaugeMetricFamily("sentiric_cache_ram_entries", "Prompt caches held in host RAM",
+                                    value=len(host.entries))
+            yield GaugeMetricFamily("sentiric_cache_ram_budget_bytes", "The cache_ram budget", value=host.budget)
         yield GaugeMetricFamily("sentiric_active_slots", "Slots serving a request", value=st["busy"])
         yield GaugeMetricFamily("sentiric_queue_depth", "Requests waiting for a slot", value=st["queue"])
         yield GaugeMetricFamily("sentiric_free_slots", "Slots free for a request", value=st["free"])

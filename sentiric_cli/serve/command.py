@@ -18,7 +18,7 @@ from sentiric_cli.gguf.shards import read_model
 from sentiric_cli.plan.device import select_device
 from sentiric_cli.plan.memory import MiB
 from sentiric_cli.plan.planner import make_plan
-from sentiric_cli.settings import load_settings
+from sentiric_cli.settings import Settings, load_settings
 
 
 def _server(config, replica, timeout: float):
@@ -51,6 +51,14 @@ def _raise_fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 65536
 
 
+def _speed_settings(s: Settings) -> str:
+    """For the banner: what the prompt cache in RAM, drafting and determinism are set to."""
+    if s.deterministic:
+        return ", deterministic"
+    return ((f", prompt cache {s.cache_ram:,} MiB of RAM" if s.cache_ram else "")
+            + (f", drafts of up to {s.draft_tokens} tokens" if s.draft_tokens else ""))
+
+
 def serve(
     profile: str | None = typer.Option(None, "--profile", "-p", help="Profile name (profiles/NAME.yaml) or path."),
     model: str | None = typer.Option(None, "--model", "-m", help="The .gguf model; default: the profile's, else the bundled one."),
@@ -63,6 +71,12 @@ def serve(
     served_model_name: str | None = typer.Option(None, "--served-model-name", help="The model id to answer to "
                                                  "(default: the file's name); one name for several replicas."),
     api_key: str | None = typer.Option(None, "--api-key", help="Require this key (Authorization: Bearer KEY or x-api-key)."),
+    cache_ram: int | None = typer.Option(None, "--cache-ram", min=0, help="MiB of host RAM for prompt caches of "
+                                         "slots taken by other prompts (default 8192, as llama-server; 0 = off)."),
+    draft: int | None = typer.Option(None, "--draft-tokens", min=0, max=64, help="Prompt-lookup drafting: most "
+                                     "tokens checked per step from the request's own text (0 = off)."),
+    deterministic: bool | None = typer.Option(None, "--deterministic/--no-deterministic", help="The same greedy "
+                                              "answer for the same request under any load (slower)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show llama.cpp's log and each HTTP request."),
 ) -> None:
     """Serve the OpenAI API (chat, completions, responses, embeddings, models), /tokenize, /health, /metrics."""
@@ -74,7 +88,8 @@ def serve(
 
     settings = load_settings(profile, {"model": model, "host": host, "port": port, "threads": threads,
                                        "context_size": context, "embeddings": embeddings, "api_key": api_key,
-                                       "served_model_name": served_model_name})
+                                       "served_model_name": served_model_name, "cache_ram": cache_ram,
+                                       "draft_tokens": draft, "deterministic": deterministic})
     path = model_path(settings.model)
     header = read_model(path)
     plan = make_plan(header, model_info(header), select_device(), settings, set(settings.model_fields_set) |
@@ -115,7 +130,7 @@ def serve(
             print(f"sentiric: serving {path.name} on http://{settings.host}:{bound} "
                   f"({settings.threads} threads x {settings.context_size} tokens, queue {settings.queue_size}"
                   f"{', API key required' if settings.api_key else ''}"
-                  f"{', embeddings on' if settings.embeddings else ''})", file=sys.stderr)
+                  f"{', embeddings on' if settings.embeddings else ''}{_speed_settings(settings)})", file=sys.stderr)
             print(f"sentiric: plan on {plan.device.name}: weights {m.weights_device_bytes / MiB:,.0f} MiB + KV "
                   f"{m.kv_bytes / MiB:,.0f} MiB + compute {m.compute_bytes / MiB:,.0f} MiB = "
                   f"{m.total_device_bytes / MiB:,.0f} MiB ({m.verdict})", file=sys.stderr)

@@ -204,7 +204,9 @@ def usage(records: list[Record], n: int = 1) -> dict:
     """A prompt is read once for its n answers (records n*k .. n*k+n-1 answer prompt k); each answer's tokens count."""
     prompt = sum(r.prompt_tokens for r in records if r.index % n == 0)
     done = sum(r.generated_tokens for r in records)
-    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+    cached = sum(r.reused_tokens for r in records if r.index % n == 0)  # held by the slot or restored from RAM
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 def reason(r: Record) -> str:
@@ -285,5 +287,7 @@ def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: 
         except SentiricError as e:
             raise BadRequest(str(e), "grammar") from None
     sampling = SamplingParams.from_settings(srv.settings, grammar=grammar, grammar_triggers=triggers, **overrides)
+    draft = getattr(body, "draft_tokens", None)
+    extra = {} if draft is None or srv.settings.deterministic else {"draft": draft}  # deterministic: never drafts
     return Request.from_settings(srv.settings, head, rest, stop=stop, max_tokens=longest, sampling=sampling,
-                                 top_logprobs=top_logprobs, n=n)
+                                 top_logprobs=top_logprobs, n=n, **extra)

@@ -20,7 +20,8 @@ from sentiric_cli.engine.loop import SlotLoop
 from sentiric_cli.engine.sequence import Sequence
 from sentiric_cli.engine.types import Piece, Progress, Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.serve.placement import COPY_GAIN, place  # noqa: F401 (COPY_GAIN: the tests' reference)
+from sentiric_cli.serve.hostcache import HostCache, Saved
+from sentiric_cli.serve.placement import COPY_GAIN, place
 
 
 class Busy(Exception):
@@ -42,6 +43,7 @@ class Job:
     events: asyncio.Queue
     stream: bool = True  # False: no per-token events, only the final record (fewer wake-ups of the event loop)
     cancelled: bool = False
+    internal: bool = False  # a long-document request's chunk: its cache is not worth saving to host RAM
     running: int = 0  # its sequences in slots (n answers: one, then n once the prompt is read and copied)
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -61,6 +63,9 @@ class Counters:
     rejected: int = 0
     cancelled: int = 0
     copied_prefixes: int = 0  # prompts whose cached start was copied from another slot to the lowest free one
+    drafted_tokens: int = 0  # prompt-lookup drafting: tokens proposed, and those the model confirmed
+    accepted_tokens: int = 0
+    saved_bytes: int = 0  # bytes of slot caches saved to host RAM (cache_ram), all told
 
 
 class Scheduler:
@@ -70,6 +75,13 @@ class Scheduler:
         n = engine.ctx.n_seq_max
         self.loop: SlotLoop[Job] = SlotLoop(engine, errors_end_sequences=True)  # a failed decode ends its requests
         self.cached: list[list[int]] = [[] for _ in range(n)]  # tokens a free slot still holds from 0
+        # whether that cache may go to host RAM when the slot is taken: not a long document's chunk, which no later
+        # prompt starts with (saving it cost a copy of its whole cache and pushed conversations out of the budget)
+        self.saveable: list[bool] = [False] * n
+        s = engine.settings
+        # deterministic: no cache reuse of any kind, a kept prefix was computed in another batch shape (core.py)
+        self.reuse = not s.deterministic
+        self.host = HostCache(s.cache_ram * 1024 * 1024) if s.cache_ram > 0 and self.reuse else None
         self.queue: deque[Job] = deque()
         self.outbox: dict[asyncio.AbstractEventLoop, list] = {}  # events not yet handed to their loop
         self.waking: set[asyncio.AbstractEventLoop] = set()  # loops with a _deliver already scheduled
@@ -95,7 +107,7 @@ class Scheduler:
             raise SentiricError(f"n={request.n} answers need {request.n} slots; this server has {total}",
                                 "ask for fewer, or serve with more --threads")
         loop = asyncio.get_running_loop()
-        job = Job(request, loop, asyncio.Queue(), stream=stream)
+        job = Job(request, loop, asyncio.Queue(), stream=stream, internal=internal)
         with self.cv:
             if not self.accepting:
                 raise ShuttingDown("the server is shutting down")
@@ -185,7 +197,7 @@ class Scheduler:
             slot, reuse = self._place(free, req.head if req.score else req.head + req.body + req.tail)
             try:
                 # quiet: a non-streamed request wants only the record (the copies made for n answers inherit it)
-                seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=True, quiet=not job.stream,
+                seq = Sequence(self.engine, slot, job.request, reuse=reuse, keep_cache=self.reuse, quiet=not job.stream,
                                copies=[i for i in free if i != slot][:job.request.n - 1])
             except SentiricError as e:
                 self.engine.ctx.seq_rm(slot, -1, -1)
@@ -199,19 +211,64 @@ class Scheduler:
 
     def _place(self, free: list[int], prompt: list[int]) -> tuple[int, int]:
         """The slot a prompt runs in and how many of its tokens that slot holds (placement.py), made true in the
-        cache: a longer prefix copied down from another free slot, the rest of the slot's old cache dropped."""
+        cache: a longer prefix copied down from another free slot, or restored from host RAM (hostcache.py), the rest
+        of the slot's old cache dropped (saved to host RAM first, when it is worth keeping)."""
         ctx = self.engine.ctx
+        if not self.reuse:
+            low = free[0]
+            ctx.seq_rm(low, -1, -1)
+            self.cached[low] = []
+            return low, 0
         p = place(free, {i: self.cached[i] for i in free}, prompt, self.engine.keepable)
+        hit = self.host.best(prompt, self._keep_saved) if self.host is not None else None
+        if hit is not None and hit[1] - p.reuse >= COPY_GAIN:  # a restore costs a copy of the bytes, as seq_cp does
+            return self._restore(p.slot, hit[0], hit[1])
         low, reuse = p.slot, p.reuse
+        self._save(low, 0 if p.copy_from is not None else reuse)
         if p.copy_from is not None:
             ctx.seq_rm(low, -1, -1)
             ctx.seq_cp(p.copy_from, low)
             self.cached[low] = self.cached[p.copy_from]
             self.counters.copied_prefixes += 1
-        if reuse < len(self.cached[low]) and not ctx.seq_rm(low, reuse, -1):  # drop the rest; keep the shared prefix
-            ctx.seq_rm(low, -1, -1)
-            reuse = 0
-        return low, reuse
+        return low, self._trim(low, reuse)
+
+    def _trim(self, slot: int, reuse: int) -> int:
+        """Drop what `slot` holds past `reuse` tokens; the tokens kept (0 when llama.cpp could not cut there)."""
+        if reuse < len(self.cached[slot]) and not self.engine.ctx.seq_rm(slot, reuse, -1):
+            self.engine.ctx.seq_rm(slot, -1, -1)
+            return 0
+        return reuse
+
+    def _keep_saved(self, s: Saved, n: int) -> int:
+        return self.engine.keep_rule(n, s.pos_min, s.pos_max)
+
+    def _save(self, slot: int, keep: int) -> None:
+        """Save what `slot` holds to host RAM before all but its first `keep` tokens go, when that is a prefix worth
+        keeping (at least COPY_GAIN tokens more than stays)."""
+        toks = self.cached[slot]
+        if self.host is None or not self.saveable[slot] or len(toks) - keep < COPY_GAIN:
+            return
+        ctx = self.engine.ctx
+        data = ctx.state_save(slot)
+        if data is None:
+            return
+        s = Saved(list(toks), data, ctx.seq_pos_min(slot), ctx.seq_pos_max(slot))
+        if self.host.put(s, self._keep_saved):
+            self.counters.saved_bytes += s.size
+
+    def _restore(self, slot: int, key: int, n: int) -> tuple[int, int]:
+        """Put a cache saved in host RAM into `slot` (what the slot held saved first), trimmed to `n` tokens."""
+        assert self.host is not None
+        self._save(slot, 0)
+        s = self.host.take(key)
+        if not self.engine.ctx.state_load(slot, s.data):  # llama.cpp could not take it back: read the prompt
+            self.cached[slot] = []
+            return slot, 0
+        self.cached[slot] = s.tokens
+        n = self._trim(slot, n)
+        self.host.tally.hits += n > 0
+        self.host.tally.restored_tokens += n
+        return slot, n
 
     def _dispatch(self, seq: Sequence, job: Job) -> None:
         for ev in seq.take_events():
@@ -223,6 +280,8 @@ class Scheduler:
                 c.shifts += ev.shifts
                 c.evicted_tokens += ev.evicted_tokens
                 c.reused_tokens += ev.reused_tokens
+                c.drafted_tokens += ev.drafted_tokens
+                c.accepted_tokens += ev.accepted_tokens
             elif isinstance(ev, Piece | Progress) and not job.stream:
                 continue  # the record carries the whole text
             self._send(job, ev)
@@ -232,6 +291,7 @@ class Scheduler:
                 self._send(job, None)  # end of stream
             with self.cv:
                 self.cached[seq.id] = seq.cached_tokens  # empty unless the cache was kept (no shift)
+                self.saveable[seq.id] = not job.internal
                 self.loop.release(seq)
 
     def _send(self, job: Job, event) -> None:

@@ -87,6 +87,8 @@ class Sampling(_Loose):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repeat_penalty: float | None = Field(None, ge=0.0, le=10.0)
+    # prompt-lookup drafting for this request (engine/draft.py): most tokens checked per step; 0 = off
+    draft_tokens: int | None = Field(None, ge=0, le=64)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repeat_last_n: int | None = Field(None, ge=-1)  # llama.cpp's: the tokens the penalties look back over; -1: the context
