@@ -45,8 +45,8 @@ class Settings(BaseModel):
                            "(llama-server's --cache-ram, same default); 0 = off")
     draft_tokens: int = Field(0, ge=0, le=64, description="Prompt-lookup drafting: up to this many tokens proposed per "
                               "step from the longest match of the answer's last tokens in the request's own prompt and "
-                              "answer, checked in the same decode (same output, fewer steps where the answer quotes "
-                              "the prompt); 0 = off")
+                              "answer, checked in the same decode (fewer steps where the answer quotes the prompt; the "
+                              "same output up to llama.cpp's batch arithmetic, docs/serve.md); 0 = off")
     deterministic: bool = Field(False, description="serve: the same request gives the same greedy answer under any "
                                 "load: fixed-shape decode steps, prompts read alone, no cache reuse, fixed CPU threads, "
                                 "no drafting (slower; docs/serve.md)")

@@ -30,6 +30,12 @@ def test_the_longest_earlier_match_proposes_what_followed_it():
     assert lk.propose(4) == []  # "3 42" never occurred
 
 
+def test_a_deterministic_server_never_drafts_whatever_a_request_asks():
+    assert Request.from_settings(Settings(draft_tokens=8), [1], [2]).draft == 8
+    assert Request.from_settings(Settings(draft_tokens=8), [1], [2], draft=3).draft == 3  # a request's own setting
+    assert Request.from_settings(Settings(draft_tokens=8, deterministic=True), [1], [2], draft=3).draft == 0
+
+
 def test_the_draft_length_follows_measured_step_costs_and_the_acceptance_rate():
     flat = [0.0] + [0.01] * 9  # rows cost nothing extra (a memory-bound step): draft as long as it pays
     steep = [0.0] + [0.01 * r for r in range(1, 10)]  # every row costs a step: never worth it

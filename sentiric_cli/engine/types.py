@@ -41,9 +41,10 @@ class Request:
                       sampling: SamplingParams | None = None, **kw: Any) -> Request:
         """A request with the settings' answer length, window policy and sampling (`sampling` replaces the last)."""
         values: dict[str, Any] = dict(max_tokens=s.max_tokens, n_keep=s.n_keep, shift_discard=s.shift_discard,
-                                      draft=0 if s.deterministic else s.draft_tokens,
-                                      sampling=sampling or SamplingParams.from_settings(s))
+                                      draft=s.draft_tokens, sampling=sampling or SamplingParams.from_settings(s))
         values.update(kw)
+        if s.deterministic:  # never drafts, whatever a request asks: a draft's rows change the step's shape
+            values["draft"] = 0
         return cls(list(head), list(body), list(tail), **values)
 
     def reading(self, head: Sequence[int], body: Sequence[int], tail: Sequence[int], **kw: Any) -> Request:

@@ -14,8 +14,8 @@ from sentiric_cli.gguf.header import GGUFHeader
 from sentiric_cli.gguf.modelinfo import ModelInfo
 from sentiric_cli.plan.device import Device
 from sentiric_cli.plan.explain import explain, notes, speed_rows
-from sentiric_cli.plan.memory import Shape, cache_type_fits
-from sentiric_cli.plan.promptcache import MiB, PromptCache, describe, prompt_cache
+from sentiric_cli.plan.memory import MiB, Shape, cache_type_fits
+from sentiric_cli.plan.promptcache import PromptCache, describe, prompt_cache
 from sentiric_cli.plan.speed import Bandwidths, Speed, speed
 from sentiric_cli.plan.usage import NO_FIT, Breakdown, Extra, breakdown, strain, verdict  # noqa: F401 (verdict: API)
 from sentiric_cli.settings import Settings

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sentiric_cli.plan.memory import MiB
 from sentiric_cli.plan.usage import Breakdown
-
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)

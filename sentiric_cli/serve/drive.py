@@ -288,6 +288,6 @@ def build_request(srv: Server, body, head: list[int], rest: list[int], grammar: 
             raise BadRequest(str(e), "grammar") from None
     sampling = SamplingParams.from_settings(srv.settings, grammar=grammar, grammar_triggers=triggers, **overrides)
     draft = getattr(body, "draft_tokens", None)
-    extra = {} if draft is None or srv.settings.deterministic else {"draft": draft}  # deterministic: never drafts
+    extra = {} if draft is None else {"draft": draft}
     return Request.from_settings(srv.settings, head, rest, stop=stop, max_tokens=longest, sampling=sampling,
                                  top_logprobs=top_logprobs, n=n, **extra)
