@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import statistics
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--half", choices=("test", "tune", "all"), default="test")
     ap.add_argument("--docs", default="", help="comma-separated document names (default: all)")
     ap.add_argument("--record", action="store_true", help="write bench/results/longdoc_eval.jsonl")
+    ap.add_argument("--rows", default="", help="also write each question's row (with every partial) to this file")
     args = ap.parse_args()
     spec = yaml.safe_load((EVAL / "questions.yaml").read_text())
     texts = documents(spec["documents"])
@@ -127,10 +129,15 @@ def main() -> None:
                                  window_seconds=round(window_s, 1), half=half(doc, q),
                                  support=[p.support for p in rec.partials if p.chunk in rec.cited_chunks],
                                  relevance=[p.relevance for p in rec.partials if p.chunk in rec.cited_chunks],
-                                 verdicts=[p.verdict for p in rec.partials]))
+                                 verdicts=[p.verdict for p in rec.partials],
+                                 partials=[dict(answer=p.answer[:80], verdict=p.verdict, relevance=p.relevance,
+                                                support=p.support, grounding=p.grounding)
+                                           for p in rec.partials if rec.kind != "overview"]))
                 print(f"{doc} {rows[-1]['times']}x [{q['kind']}->{rec.kind}] {score:.2f}{' INVENTED' if invented else ''} "
                       f"{q['q']!r} -> {rec.answer[:100]!r} ({seconds:.0f} s, window {window_s:.0f} s) "
                       f"support {rows[-1]['support']} verdicts {rows[-1]['verdicts']}", flush=True)
+    if args.rows:
+        Path(args.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = summary(rows)
     print(table)
     if args.record:

@@ -29,6 +29,14 @@ def test_a_small_copying_slip_is_tolerated_an_invention_is_not():
     assert locate("Paris", text) is None and locate("", text) is None
 
 
+def test_a_long_word_copied_one_letter_wrong_is_the_passages_word_a_short_one_is_not():
+    text = "If the expression is false: raise AssertionError(expression2). The parts are in Lyon."
+    at = locate("AssertionError(expression1)", text)  # both words of two would be needed without the slip
+    assert at is not None and text[at.start:at.end] == "AssertionError(expression2"
+    assert locate("licence", "The license is in Lyon.") is not None
+    assert locate("Paris", text) is None  # one letter from "parts", but a short word: an invention, not a slip
+
+
 def test_a_quote_may_skip_an_aside():
     text, _ = normalized("If you cease all violation, your license from a particular copyright holder is reinstated.")
     assert locate("your license is reinstated", text) is not None

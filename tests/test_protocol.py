@@ -3,13 +3,15 @@ for each round's requests, over a real tokenized document and the bundled model'
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from needles import QUESTION, document, documents, sentences_for
 
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.longdoc import NOT_FOUND, MapJob
-from sentiric_cli.longdoc.mapreduce import MIN_SUPPORT
+from sentiric_cli.longdoc.mapreduce import MIN_SUPPORT, OUTLINE_PARTS, Partial, outline
 from sentiric_cli.longdoc.protocol import protocol
 from sentiric_cli.settings import Settings
 
@@ -59,18 +61,37 @@ def test_a_quote_the_question_drives_is_the_answer_cited_by_its_sentence(model):
     # the holder quotes its key (and runs on); the others invent a number, or a phrase their passage lacks
     said = [f" The pass key is {KEY}. Remember it. And more", " 12345", " the pass key"]
     check = steps.send([_record(model, s) for s in said])
-    assert check.name == "check" and len(check.requests) == 1  # the one located quote, asked nothing in particular
+    # the one located quote, asked nothing in particular, then asked the question over an empty excerpt
+    assert check.name == "check" and len(check.requests) == 2
+    assert check.requests[1].head == job.head + job.tail and check.requests[0].body == check.requests[1].body
     verdicts = {i: p.verdict for i, p in job.partials.items()}
     assert verdicts[holder] == "unsupported" and sorted(verdicts.values()) == ["unsupported", "unverified", "unverified"]
     with pytest.raises(StopIteration) as end:
         n = len(check.requests[0].body)  # the quote's first tokens as written (the read said 0.01 nats each)
-        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n)])  # 6 nats less likely asked nothing in particular
+        # 6 nats less likely asked nothing in particular, 9 less likely with nothing to read
+        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
     rec = end.value.value
     assert rec.found and rec.answer == f"The pass key is {KEY}" and rec.cited_chunks == [holder]
     (s, e), = rec.citations
     assert s == at and e - s < 40  # the sentence that holds it, not the passage
     assert [p.name for p in rec.phases] == ["map", "read", "check"] and rec.kind == "lookup"
-    assert job.partials[holder].support == pytest.approx(6.0 / n) and 6.0 / n > MIN_SUPPORT
+    p = job.partials[holder]
+    assert p.support == pytest.approx(6.0 / n) and p.grounding == pytest.approx(9.0 / n) and 6.0 / n > MIN_SUPPORT
+    assert p.confidence == pytest.approx(1 - math.exp(-6.0 / n), abs=1e-4)  # the weaker of the two
+
+
+def test_a_quote_the_model_says_without_the_passage_is_not_an_answer(model):
+    """The question drives it (against a neutral question), but an empty excerpt gives it as readily: the model's
+    prior for the question, not what the passage says."""
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * 2)
+    with pytest.raises(StopIteration) as end:
+        n = len(check.requests[0].body)
+        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 0.1, scored=n)])
+    rec = end.value.value
+    assert not rec.found and rec.answer == NOT_FOUND and job.partials[holder].verdict == "ungrounded"
 
 
 def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
@@ -79,8 +100,8 @@ def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
     _map(model, job, steps, {holder})
     check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * 2)
     with pytest.raises(StopIteration) as end:  # as likely with a neutral question: copied, not chosen
-        n = len(check.requests[0].body)
-        steps.send([_record(model, nll=n * 0.01 + 0.1, scored=n)])  # 0.01 per token asked (the read's): a copy
+        n = len(check.requests[0].body)  # 0.01 per token asked (the read's): a copy, however grounded
+        steps.send([_record(model, nll=n * 0.01 + 0.1, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
     rec = end.value.value
     assert check.name == "check" and not rec.found and rec.answer == NOT_FOUND and rec.citations == []
 
@@ -106,7 +127,7 @@ def test_a_list_is_the_union_of_its_distinct_supported_answers_in_document_order
     assert set(holders) <= set(chosen) and len(read.requests) == len(chosen)
     said = {holders[0]: " The pass key is 31877 and 31878", holders[1]: " 90452"}  # one invents a second key
     check = steps.send([_record(model, said.get(i, " none")) for i in chosen])
-    assert len(check.requests) == 2
+    assert len(check.requests) == 4  # two located quotes, each scored twice
     with pytest.raises(StopIteration) as end:
         steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
     rec = end.value.value
@@ -127,7 +148,26 @@ def test_overview_collapses_the_chunks_summaries(model):
     with pytest.raises(StopIteration) as end:
         steps.send([_record(model, " the weather in a valley.")])
     rec = end.value.value
-    assert rec.found and rec.answer == "The document is about the weather in a valley." and rec.reduce_rounds == 1
+    assert rec.found and rec.reduce_rounds == 1
+    head, outline = rec.answer.split("\n", 1)
+    assert head == "The document is about the weather in a valley."
+    # the outline: each part's own summary after the collapsed answer, as many as the outline holds, first and last
+    lines = outline.split("\n")[1:]
+    n = len(first.requests)
+    assert len(lines) == min(n, OUTLINE_PARTS) and lines[0] == "- the weather in part 0 (part 1)"
+    assert lines[-1] == f"- the weather in part {n - 1} (part {n})"
+
+
+def test_the_outline_keeps_each_topic_once_and_not_the_answers_own():
+    said = "The document is about the GNU General Public License."
+    ps = [Partial(i, (0, 1), (i, i + 1), a, 0.5) for i, a in enumerate(
+        ["the GNU General Public License.", "the terms of this License.", "the general terms of this License.",
+         "the free software you can download.", "the terms of this License."])]
+    assert outline(ps, said) == ["the terms of this License (parts 2, 3, 5)",
+                                  "the free software you can download (part 4)"]
+    many = [Partial(i, (0, 1), (i, i + 1), f"topic number {i}", 0.5) for i in range(20)]
+    assert [x.split(" (")[0] for x in outline(many, said, 4)] == ["topic number 0", "topic number 6",
+                                                                    "topic number 13", "topic number 19"]
 
 
 def test_yes_or_no_is_judged_against_the_models_prior_for_the_question(model):

@@ -74,11 +74,11 @@ def locate(quote: str, passage: str) -> Located | None:
     """Where the passage holds `quote`, word for word on word boundaries (case and punctuation aside), allowing
     a slip: at least MIN_MATCH of its words in order, within a span at most half as long again as the quote
     plus three words (a quote may skip an aside). None: the passage does not hold it (the model made it up)."""
-    q = [w for w, _, _ in words(quote)]
     p = words(passage)
+    pw = [w for w, _, _ in p]
+    q = _as_copied([w for w, _, _ in words(quote)], set(pw))
     if not q or not p:
         return None
-    pw = [w for w, _, _ in p]
     best: tuple[float, int, int] | None = None
     starts = set(q[:3])  # a quote starts within its first words
     for i in (i for i, w in enumerate(pw) if w in starts):
@@ -96,6 +96,29 @@ def locate(quote: str, passage: str) -> Located | None:
         return None
     start, end = p[best[1]][1], p[best[2]][2]
     return Located(start, end, sentence_around(passage, start, end))
+
+
+def _as_copied(quote: list[str], passage: set[str]) -> list[str]:
+    """Each quoted word the passage lacks, as the passage's word it miscopies ("expression1" for "expression2",
+    "licence" for "license"): a word of seven letters or more, one edit from it ("Paris" is not "parts"). Other
+    words stay as written."""
+    out = []
+    for w in quote:
+        if w not in passage and len(w) >= 7:
+            near = sorted((abs(len(x) - len(w)), x) for x in passage if abs(len(x) - len(w)) <= 1 and _one_edit(w, x))
+            w = near[0][1] if near else w  # a letter replaced before one added or dropped: a copy keeps the length
+        out.append(w)
+    return out
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by one letter replaced, added or dropped."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) - len(a) > 1:
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(a, b[:len(a)], strict=True)) if x != y), len(a))
+    return a[i + (len(a) == len(b)):] == b[i + 1:]
 
 
 _PARTS = re.compile(r"\s*(?:[,;]|\band\b|\bor\b)\s*", re.IGNORECASE)

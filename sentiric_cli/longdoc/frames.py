@@ -40,4 +40,5 @@ SUMMARY = "{excerpt}"
 SUMMARY_CUE = "\n\nIn short, the text above is about"
 COLLAPSE = "What the parts of a document are about:\n{excerpt}"
 COLLAPSE_CUE = "\nIn short, the whole document is about"
+OUTLINE = "Its parts are about:"  # the outline of distinct chunk summaries after the collapsed answer
 ABOUT = "The document is about"  # what the answer starts with: the cue's words, which the model continues

@@ -8,8 +8,10 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
 - read: the most relevant passages are read with a quoting frame; each gives a short answer, trimmed to its
   first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py).
 - check: a located quote's first tokens, as written, are scored again with a neutral question in place of
-  the user's. Its support is how much likelier the question made them (nats per token): a quote the model
-  copies whatever it is asked (the passage's first line, an invention that happens to match) gains nothing.
+  the user's, and with an empty excerpt in place of the passage. Its support is how much likelier the
+  question made them, its grounding how much likelier the passage made them (nats per token): a quote the
+  model copies whatever it is asked (the passage's first line) gains no support, one it would say with
+  nothing to read (its prior for the question: "C" for a programming language) gains no grounding.
 - reduce, by kind: lookup, the best-supported answer (others shown as conflicts); list, the union of the
   distinct supported answers; yes/no, from the most relevant passage. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
@@ -40,10 +42,12 @@ READ_TOP = 3  # lookup: passages read for an answer, most relevant first
 LIST_TOP = 8  # list: at most this many passages read
 ANSWER_TOKENS = 32  # a partial answer: a quote, cut to its first sentence
 CHECK_TOKENS = 8  # support looks at a quote's first tokens: where a choice made for the question shows
-# a quote counts when the question makes it at least 50% likelier per token than a neutral question does: a
-# ratio between two readings of the same passage by the same model, not a probability fitted to one model
+# a quote counts when the question makes it at least 50% likelier per token than a neutral question does, and the
+# passage at least 50% likelier than an empty excerpt: ratios between two readings by the same model, not a
+# probability fitted to one model
 MIN_SUPPORT = math.log(1.5)
 SUMMARY_TOKENS = 40
+OUTLINE_PARTS = 8  # overview: at most this many distinct chunk summaries follow the collapsed answer
 TOP_LOGPROBS = 20  # yes/no: the first word's alternatives looked at
 MAX_OVERLAP = 64
 
@@ -62,11 +66,13 @@ class Partial:
     token_span: tuple[int, int]
     byte_span: tuple[int, int]  # the passage's bytes in the document
     answer: str  # the quote (the document's own words), a yes/no, or a summary; "" when it gave none
-    confidence: float  # facts: 1 - e^-support (0: none supported); yes/no: the lean as a probability; overview: the
-    # summary's mean token probability
+    confidence: float  # facts: 1 - e^-min(support, grounding) (0: none counts); yes/no: the lean as a
+    # probability; overview: the summary's mean token probability
     relevance: float = 0.0  # nats per question token the passage adds to the question's likelihood
     support: float = 0.0  # nats per token the question adds to the quote's likelihood (vs a neutral question)
+    grounding: float = 0.0  # nats per token the passage adds to the quote's likelihood (vs an empty excerpt)
     verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words) | unsupported
+    # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
@@ -291,19 +297,27 @@ class MapJob:
     # ---- check: does the question drive the quote?
 
     def check_requests(self) -> list[Request]:
-        """One scoring per located quote: its first tokens, as written, after the passage with the neutral question.
-        (With the user's question, their log-probabilities came with the read.)"""
-        return [self.base.reading(self.nhead + self._bodies[i] + self.ntail, self._written[i], [], **_SCORE)
-                for i in self._checks]
+        """Two scorings per located quote, of its first tokens as written: after the passage with the neutral
+        question, then after an empty excerpt with the user's question. (After the passage with the user's question,
+        their log-probabilities came with the read.)"""
+        return ([self.base.reading(self.nhead + self._bodies[i] + self.ntail, self._written[i], [], **_SCORE)
+                 for i in self._checks]
+                + [self.base.reading(self.head + self.tail, self._written[i], [], **_SCORE) for i in self._checks])
 
     def add_checks(self, recs: list[Record]) -> None:
-        for i, neutral in zip(self._checks, recs, strict=True):
+        n = len(self._checks)
+        for i, neutral, empty in zip(self._checks, recs[:n], recs[n:], strict=True):
             p = self.partials[i]
             asked = -sum(self._asked[i])
             p.support = round((neutral.nll - asked) / max(1, neutral.scored_tokens), 4)
-            if p.support >= MIN_SUPPORT:
-                p.verdict = "answer"
-                p.confidence = round(1 - math.exp(-p.support), 4)
+            p.grounding = round((empty.nll - asked) / max(1, empty.scored_tokens), 4)
+            if p.support < MIN_SUPPORT:
+                continue  # copied: as likely whatever the question
+            if p.grounding < MIN_SUPPORT:  # the model's prior for the question ("C" for a language), not the passage
+                p.verdict = "ungrounded"
+                continue
+            p.verdict = "answer"
+            p.confidence = round(1 - math.exp(-min(p.support, p.grounding)), 4)
 
     # ---- reduce
 
@@ -372,9 +386,16 @@ class MapJob:
                        max(p.confidence for p in group), verdict="answer")
 
     def overview_record(self, answer: str, phases: list[Phase], rounds: int, final: Record | None) -> LongRecord:
+        """The collapsed answer, then an outline: the distinct chunk summaries in document order. A small model's
+        collapse keeps one topic of many (the first chunk's, often); the outline keeps what each part said."""
         cited = self.summaries()
-        text = f"{frames.ABOUT} {answer.strip()}" if answer.strip() else NOT_FOUND
-        return self._record(text, bool(answer.strip()), phases, cited, [], rounds, final)
+        if not answer.strip():
+            return self._record(NOT_FOUND, False, phases, cited, [], rounds, final)
+        text = f"{frames.ABOUT} {answer.strip()}"
+        lines = outline(cited, text)
+        if lines:
+            text += "\n" + frames.OUTLINE + "".join(f"\n- {line}" for line in lines)
+        return self._record(text, True, phases, cited, [], rounds, final)
 
 
 def _distinct(ps: list[Partial]) -> list[Partial]:
@@ -387,6 +408,25 @@ def _distinct(ps: list[Partial]) -> list[Partial]:
         if same is None:
             kept.append(p)
     return kept
+
+
+def outline(summaries: list[Partial], said: str, n: int = OUTLINE_PARTS) -> list[str]:
+    """Up to n distinct summaries (not one the answer already says), evenly spread over the document, each with
+    the parts that said it: a summary another holds, or that holds another, is the same topic."""
+    groups: list[tuple[set[str], Partial, list[int]]] = []
+    for p in summaries:
+        mine = evidence.content(p.answer)
+        if not mine or mine <= evidence.content(said):
+            continue
+        same = next((g for g in groups if mine <= g[0] or g[0] <= mine), None)
+        if same is None:
+            groups.append((mine, p, [p.chunk + 1]))
+        else:
+            same[2].append(p.chunk + 1)
+    if len(groups) > n:  # keep the first and last, and the rest at even steps between
+        groups = [groups[round(i * (len(groups) - 1) / max(1, n - 1))] for i in range(n)]
+    return [f"{p.answer.rstrip('.:;, ')} ({'part' if len(c) == 1 else 'parts'} {', '.join(map(str, c))})"
+            for _, p, c in groups]
 
 
 def _short(text: str, n: int = 200) -> str:
