@@ -149,10 +149,10 @@ def test_overview_collapses_the_chunks_summaries(model):
         steps.send([_record(model, " the weather in a valley.")])
     rec = end.value.value
     assert rec.found and rec.reduce_rounds == 1
-    head, outline = rec.answer.split("\n", 1)
+    head, rest = rec.answer.split("\n", 1)
     assert head == "The document is about the weather in a valley."
     # the outline: each part's own summary after the collapsed answer, as many as the outline holds, first and last
-    lines = outline.split("\n")[1:]
+    lines = rest.split("\n")[1:]
     n = len(first.requests)
     assert len(lines) == min(n, OUTLINE_PARTS) and lines[0] == "- the weather in part 0 (part 1)"
     assert lines[-1] == f"- the weather in part {n - 1} (part {n})"

@@ -398,35 +398,35 @@ class MapJob:
         return self._record(text, True, phases, cited, [], rounds, final)
 
 
+def _same(ps: list[Partial], key) -> list[list[Partial]]:
+    """The partials grouped by what they say, in order: one whose word set (`key`) holds, or is held by, a group's
+    first is that group's."""
+    groups: list[tuple[set[str], list[Partial]]] = []
+    for p in ps:
+        mine = key(p.answer)
+        same = next((g for g in groups if mine <= g[0] or g[0] <= mine), None)
+        if same is None:
+            groups.append((mine, [p]))
+        else:
+            same[1].append(p)
+    return [g for _, g in groups]
+
+
 def _distinct(ps: list[Partial]) -> list[Partial]:
     """Each answer once: one whose words another kept answer already holds (or holds all of) is the same fact."""
-    kept: list[Partial] = []
-    for p in ps:
-        mine = {w for w, _, _ in evidence.words(p.answer)}
-        same = next((k for k in kept if mine <= (theirs := {w for w, _, _ in evidence.words(k.answer)})
-                     or theirs <= mine), None)
-        if same is None:
-            kept.append(p)
-    return kept
+    return [g[0] for g in _same(ps, lambda text: {w for w, _, _ in evidence.words(text)})]
 
 
 def outline(summaries: list[Partial], said: str, n: int = OUTLINE_PARTS) -> list[str]:
     """Up to n distinct summaries (not one the answer already says), evenly spread over the document, each with
     the parts that said it: a summary another holds, or that holds another, is the same topic."""
-    groups: list[tuple[set[str], Partial, list[int]]] = []
-    for p in summaries:
-        mine = evidence.content(p.answer)
-        if not mine or mine <= evidence.content(said):
-            continue
-        same = next((g for g in groups if mine <= g[0] or g[0] <= mine), None)
-        if same is None:
-            groups.append((mine, p, [p.chunk + 1]))
-        else:
-            same[2].append(p.chunk + 1)
+    told = evidence.content(said)
+    groups = _same([p for p in summaries if (mine := evidence.content(p.answer)) and not mine <= told],
+                   evidence.content)
     if len(groups) > n:  # keep the first and last, and the rest at even steps between
         groups = [groups[round(i * (len(groups) - 1) / max(1, n - 1))] for i in range(n)]
-    return [f"{p.answer.rstrip('.:;, ')} ({'part' if len(c) == 1 else 'parts'} {', '.join(map(str, c))})"
-            for _, p, c in groups]
+    return [f"{g[0].answer.rstrip('.:;, ')} ({'part' if len(g) == 1 else 'parts'} "
+            f"{', '.join(str(p.chunk + 1) for p in g)})" for g in groups]
 
 
 def _short(text: str, n: int = 200) -> str:
