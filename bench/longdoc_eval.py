@@ -130,7 +130,7 @@ def main() -> None:
                                  support=[p.support for p in rec.partials if p.chunk in rec.cited_chunks],
                                  relevance=[p.relevance for p in rec.partials if p.chunk in rec.cited_chunks],
                                  verdicts=[p.verdict for p in rec.partials],
-                                 partials=[dict(answer=p.answer[:80], verdict=p.verdict, relevance=p.relevance,
+                                 partials=[dict(answer=p.answer, verdict=p.verdict, relevance=p.relevance,
                                                 support=p.support, grounding=p.grounding)
                                            for p in rec.partials if rec.kind != "overview"]))
                 print(f"{doc} {rows[-1]['times']}x [{q['kind']}->{rec.kind}] {score:.2f}{' INVENTED' if invented else ''} "

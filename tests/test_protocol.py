@@ -106,6 +106,69 @@ def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
     assert check.name == "check" and not rec.found and rec.answer == NOT_FOUND and rec.citations == []
 
 
+def test_an_echo_of_the_question_points_at_its_sentence_which_is_checked_as_the_answer(model):
+    """The reader copied the question's words from the passage ("the pass key"), not what the passage says there:
+    the sentence that holds them is the candidate. The read wrote none of its tokens, so the check round also scores
+    them asked the user's question after the passage. The echo chose the sentence: it needs grounding, and to be no
+    less likely asked the question than asked nothing in particular."""
+    job, (holder,), (at,) = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * 2)
+    assert check.name == "check" and len(check.requests) == 3
+    written = model.tokenize(" " + job.partials[holder].evidence, add_special=False)[:8]
+    assert all(r.body == written for r in check.requests) and job.partials[holder].evidence.startswith("The pass key")
+    assert check.requests[2].head == job.head + job._bodies[holder] + job.tail  # asked the user's question
+    with pytest.raises(StopIteration) as end:
+        n = len(written)  # as likely asked nothing in particular (a copy from its second token on), 9 nats less
+        # likely with nothing to read
+        steps.send([_record(model, nll=2.1, scored=n), _record(model, nll=11.0, scored=n),
+                    _record(model, nll=2.0, scored=n)])
+    rec = end.value.value
+    p = job.partials[holder]
+    assert rec.found and rec.answer.startswith(f"The pass key is {KEY}") and rec.cited_chunks == [holder]
+    assert p.verdict == "answer" and p.support == pytest.approx(0.1 / n) and p.grounding == pytest.approx(9.0 / n)
+    assert p.confidence == pytest.approx(1 - math.exp(-9.0 / n), abs=1e-4) and rec.citations[0][0] == at
+
+
+def test_an_echos_sentence_the_model_says_without_the_passage_is_not_an_answer(model):
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * 2)
+    with pytest.raises(StopIteration) as end:
+        n = len(check.requests[0].body)
+        steps.send([_record(model, nll=8.0, scored=n), _record(model, nll=2.1, scored=n),
+                    _record(model, nll=2.0, scored=n)])
+    rec = end.value.value
+    assert not rec.found and job.partials[holder].verdict == "ungrounded"
+
+
+def test_an_echos_sentence_a_neutral_question_prefers_is_not_an_answer(model):
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * 2)
+    with pytest.raises(StopIteration) as end:  # likelier asked nothing in particular than asked the question
+        n = len(check.requests[0].body)
+        steps.send([_record(model, nll=1.5, scored=n), _record(model, nll=11.0, scored=n),
+                    _record(model, nll=2.0, scored=n)])
+    rec = end.value.value
+    assert not rec.found and job.partials[holder].verdict == "unsupported" and job.partials[holder].support < 0
+
+
+def test_an_echo_in_a_sentence_of_nothing_else_is_not_an_answer(model):
+    """A sentence made only of the question's words answers nothing: the echo stays an echo, and nothing is
+    checked."""
+    job, (holder,), _ = _job(model, question="What is the pass key? Remember it.")
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, " Remember it.")] + [_record(model, " none")] * 2)
+    rec = end.value.value
+    assert not rec.found and job.partials[holder].verdict == "echo" and [p.name for p in rec.phases] == ["map", "read"]
+
+
 def test_not_found_in_its_usual_forms_ends_after_the_read(model):
     job, (holder,), _ = _job(model)
     steps = protocol(job, [])

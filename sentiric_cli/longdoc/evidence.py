@@ -76,14 +76,17 @@ def locate(quote: str, passage: str) -> Located | None:
     plus three words (a quote may skip an aside). None: the passage does not hold it (the model made it up)."""
     p = words(passage)
     pw = [w for w, _, _ in p]
-    q = _as_copied([w for w, _, _ in words(quote)], set(pw))
+    said = [w for w, _, _ in words(quote)]
+    q = _as_copied(said, set(pw))
     if not q or not p:
         return None
     best: tuple[float, int, int] | None = None
     starts = set(q[:3])  # a quote starts within its first words
     for i in (i for i, w in enumerate(pw) if w in starts):
         window = pw[i:i + len(q) + 3 + len(q) // 2]
-        sm = SequenceMatcher(None, q, window, autojunk=False)
+        # a slip is judged where the quote was copied from: "expression1" is a word of the passage, but here,
+        # in "AssertionError(expression2)", it is that word miscopied
+        sm = SequenceMatcher(None, _as_copied(said, set(window)), window, autojunk=False)
         blocks = [b for b in sm.get_matching_blocks() if b.size]
         hit = sum(b.size for b in blocks)
         if not blocks or hit < MIN_MATCH * len(q):

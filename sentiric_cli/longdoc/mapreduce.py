@@ -6,12 +6,15 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   is how much likelier the question is after the passage than after nothing (nats per question token): the
   model's own baseline, per question, not a constant fitted to one model.
 - read: the most relevant passages are read with a quoting frame; each gives a short answer, trimmed to its
-  first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py).
+  first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py). An echo
+  of the question's words points at the sentence that holds them: that sentence is the candidate.
 - check: a located quote's first tokens, as written, are scored again with a neutral question in place of
   the user's, and with an empty excerpt in place of the passage. Its support is how much likelier the
   question made them, its grounding how much likelier the passage made them (nats per token): a quote the
   model copies whatever it is asked (the passage's first line) gains no support, one it would say with
-  nothing to read (its prior for the question: "C" for a programming language) gains no grounding.
+  nothing to read (its prior for the question: "C" for a programming language) gains no grounding. An echo's
+  sentence, which the read did not write, is also scored after the passage with the user's question; the echo
+  chose it, so it needs only to be no likelier with the neutral question.
 - reduce, by kind: lookup, the best-supported answer (others shown as conflicts); list, the union of the
   distinct supported answers; yes/no, from the most relevant passage. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
@@ -71,7 +74,8 @@ class Partial:
     relevance: float = 0.0  # nats per question token the passage adds to the question's likelihood
     support: float = 0.0  # nats per token the question adds to the quote's likelihood (vs a neutral question)
     grounding: float = 0.0  # nats per token the passage adds to the quote's likelihood (vs an empty excerpt)
-    verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words) | unsupported
+    verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words, in a sentence
+    # of nothing else; an echo in a sentence that says more is that sentence, checked) | unsupported
     # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
@@ -151,6 +155,7 @@ class MapJob:
         self.partials: dict[int, Partial] = {}
         self._bodies: dict[int, list[int]] = {}  # the tokens of each passage read for an answer (the check reuses them)
         self._checks: list[int] = []  # passages whose quote was located: the check round scores them
+        self._echoed: list[int] = []  # of those, the ones whose reader echoed the question: their sentence is checked
         self._written: dict[int, list[int]] = {}  # their first tokens as written
         self._asked: dict[int, list[float]] = {}  # and those tokens' log-probabilities, asked the user's question
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
@@ -276,17 +281,25 @@ class MapJob:
             p.answer, p.verdict = said, "unverified"  # not in the passage: made up
             return p
         p.answer = excerpt[at.start:at.end]
-        if evidence.echoes(p.answer, self.question):
-            p.verdict = "echo"
-            return p
         s, e = at.sentence
         p.evidence = excerpt[s:e]
         p.evidence_span = (self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1))
+        if evidence.echoes(p.answer, self.question):
+            # the reader found where the passage says the question's words and copied them, not what they say
+            # there ("You institute patent litigation", for "When does the license terminate if you institute
+            # patent litigation?"): the sentence that holds them is the candidate (add_checks says how it is judged)
+            if evidence.echoes(p.evidence, self.question):
+                p.verdict = "echo"
+                return p
+            p.answer = p.evidence
+            self._written[i] = self.model.tokenize(" " + p.evidence, add_special=False)[:CHECK_TOKENS]
+            self._echoed.append(i)  # the check round scores it asked the user's question too: the read wrote no such tokens
+        else:
+            # the answer's own tokens (not the stop string's or end-of-generation's, which no server reports)
+            self._written[i] = rec.tokens[:min(CHECK_TOKENS, self._text_tokens(rec))]
+            self._asked[i] = rec.token_logprobs[:len(self._written[i])]
         p.verdict = "unsupported"  # until the check round says otherwise
         self._checks.append(i)
-        # the answer's own tokens (not the stop string's or end-of-generation's, which no server reports)
-        self._written[i] = rec.tokens[:min(CHECK_TOKENS, self._text_tokens(rec))]
-        self._asked[i] = rec.token_logprobs[:len(self._written[i])]
         return p
 
     def _text_tokens(self, rec: Record) -> int:
@@ -299,25 +312,35 @@ class MapJob:
     def check_requests(self) -> list[Request]:
         """Two scorings per located quote, of its first tokens as written: after the passage with the neutral
         question, then after an empty excerpt with the user's question. (After the passage with the user's question,
-        their log-probabilities came with the read.)"""
+        their log-probabilities came with the read; an echo's sentence, which the read did not write, is scored
+        there too, last.)"""
         return ([self.base.reading(self.nhead + self._bodies[i] + self.ntail, self._written[i], [], **_SCORE)
                  for i in self._checks]
-                + [self.base.reading(self.head + self.tail, self._written[i], [], **_SCORE) for i in self._checks])
+                + [self.base.reading(self.head + self.tail, self._written[i], [], **_SCORE) for i in self._checks]
+                + [self.base.reading(self.head + self._bodies[i] + self.tail, self._written[i], [], **_SCORE)
+                   for i in self._echoed])
 
     def add_checks(self, recs: list[Record]) -> None:
         n = len(self._checks)
-        for i, neutral, empty in zip(self._checks, recs[:n], recs[n:], strict=True):
+        for i, rec in zip(self._echoed, recs[2 * n:], strict=True):
+            self._asked[i] = [-rec.nll]  # only their sum is read
+        for i, neutral, empty in zip(self._checks, recs[:n], recs[n:2 * n], strict=True):
             p = self.partials[i]
             asked = -sum(self._asked[i])
             p.support = round((neutral.nll - asked) / max(1, neutral.scored_tokens), 4)
             p.grounding = round((empty.nll - asked) / max(1, empty.scored_tokens), 4)
-            if p.support < MIN_SUPPORT:
-                continue  # copied: as likely whatever the question
+            # copied: as likely whatever the question. An echo's sentence needs only to be no less likely than
+            # with a neutral question: the echo (the question's words) chose it, and a sentence copied whole is as
+            # likely either way from its second token on, so its support is its first token's, spread over eight.
+            # One the neutral question prefers ("Remove all items from the dictionary.", for what get() returns)
+            # was not the question's choice
+            if p.support < (0.0 if i in self._echoed else MIN_SUPPORT):
+                continue
             if p.grounding < MIN_SUPPORT:  # the model's prior for the question ("C" for a language), not the passage
                 p.verdict = "ungrounded"
                 continue
             p.verdict = "answer"
-            p.confidence = round(1 - math.exp(-min(p.support, p.grounding)), 4)
+            p.confidence = round(1 - math.exp(-(p.grounding if i in self._echoed else min(p.support, p.grounding))), 4)
 
     # ---- reduce
 

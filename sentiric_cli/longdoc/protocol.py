@@ -4,9 +4,9 @@
 request order), and returns the LongRecord. It reads nothing and runs nothing itself: strategies.drive runs it
 through the engine's slot loop (`sentiric run`), serve/longdoc.drive through the server's scheduler (shared with
 other requests). The rounds, facts: map (every passage's relevance), read (the most relevant passages' quotes),
-check (each quote with a neutral question, and after an empty excerpt); overview: map (every chunk's summary),
-then reduce rounds until one group is left, whose reduce writes the answer, then the outline. mapreduce.py says
-why each round is there.
+check (each quote with a neutral question, and after an empty excerpt; an echo's sentence also as asked);
+overview: map (every chunk's summary), then reduce rounds until one group is left, whose reduce writes the answer,
+then the outline. mapreduce.py says why each round is there.
 """
 
 from __future__ import annotations
