@@ -157,7 +157,7 @@ class MapJob:
         self._checks: list[int] = []  # passages whose quote was located: the check round scores them
         self._echoed: list[int] = []  # of those, the ones whose reader echoed the question: their sentence is checked
         self._written: dict[int, list[int]] = {}  # their first tokens as written
-        self._asked: dict[int, list[float]] = {}  # and those tokens' log-probabilities, asked the user's question
+        self._asked: dict[int, float] = {}  # and those tokens' negative log-likelihood, asked the user's question
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
                                                        frames.COLLAPSE_CUE, raw)
         # a base model would write on past its answer line into a new example: stop at the line's end
@@ -297,7 +297,7 @@ class MapJob:
         else:
             # the answer's own tokens (not the stop string's or end-of-generation's, which no server reports)
             self._written[i] = rec.tokens[:min(CHECK_TOKENS, self._text_tokens(rec))]
-            self._asked[i] = rec.token_logprobs[:len(self._written[i])]
+            self._asked[i] = -sum(rec.token_logprobs[:len(self._written[i])])
         p.verdict = "unsupported"  # until the check round says otherwise
         self._checks.append(i)
         return p
@@ -323,24 +323,23 @@ class MapJob:
     def add_checks(self, recs: list[Record]) -> None:
         n = len(self._checks)
         for i, rec in zip(self._echoed, recs[2 * n:], strict=True):
-            self._asked[i] = [-rec.nll]  # only their sum is read
+            self._asked[i] = rec.nll
         for i, neutral, empty in zip(self._checks, recs[:n], recs[n:2 * n], strict=True):
-            p = self.partials[i]
-            asked = -sum(self._asked[i])
-            p.support = round((neutral.nll - asked) / max(1, neutral.scored_tokens), 4)
-            p.grounding = round((empty.nll - asked) / max(1, empty.scored_tokens), 4)
+            p, echo = self.partials[i], i in self._echoed
+            p.support = round((neutral.nll - self._asked[i]) / max(1, neutral.scored_tokens), 4)
+            p.grounding = round((empty.nll - self._asked[i]) / max(1, empty.scored_tokens), 4)
             # copied: as likely whatever the question. An echo's sentence needs only to be no less likely than
             # with a neutral question: the echo (the question's words) chose it, and a sentence copied whole is as
             # likely either way from its second token on, so its support is its first token's, spread over eight.
             # One the neutral question prefers ("Remove all items from the dictionary.", for what get() returns)
             # was not the question's choice
-            if p.support < (0.0 if i in self._echoed else MIN_SUPPORT):
+            if p.support < (0.0 if echo else MIN_SUPPORT):
                 continue
             if p.grounding < MIN_SUPPORT:  # the model's prior for the question ("C" for a language), not the passage
                 p.verdict = "ungrounded"
                 continue
             p.verdict = "answer"
-            p.confidence = round(1 - math.exp(-(p.grounding if i in self._echoed else min(p.support, p.grounding))), 4)
+            p.confidence = round(1 - math.exp(-(p.grounding if echo else min(p.support, p.grounding))), 4)
 
     # ---- reduce
 
