@@ -11,7 +11,7 @@ from needles import QUESTION, document, documents, sentences_for
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.longdoc import NOT_FOUND, MapJob
-from sentiric_cli.longdoc.mapreduce import MIN_SUPPORT, OUTLINE_PARTS, Partial, outline
+from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, Partial, outline
 from sentiric_cli.longdoc.protocol import protocol
 from sentiric_cli.settings import Settings
 
@@ -56,16 +56,16 @@ def test_a_quote_the_question_drives_is_the_answer_cited_by_its_sentence(model):
     job, (holder,), (at,) = _job(model)
     steps = protocol(job, [])
     read = _map(model, job, steps, {holder})
-    assert read.name == "read" and len(read.requests) == 3 and job.selected()[0] == holder
+    assert read.name == "read" and len(read.requests) == READ_TOP == 2 and job.selected()[0] == holder
     assert job.relevance[holder] == pytest.approx(4.0) and all(r.stop == ("\n",) for r in read.requests)
-    # the holder quotes its key (and runs on); the others invent a number, or a phrase their passage lacks
-    said = [f" The pass key is {KEY}. Remember it. And more", " 12345", " the pass key"]
+    # the holder quotes its key (and runs on); the other invents a number its passage lacks
+    said = [f" The pass key is {KEY}. Remember it. And more", " 12345"]
     check = steps.send([_record(model, s) for s in said])
     # the one located quote, asked nothing in particular, then asked the question over an empty excerpt
     assert check.name == "check" and len(check.requests) == 2
     assert check.requests[1].head == job.head + job.tail and check.requests[0].body == check.requests[1].body
     verdicts = {i: p.verdict for i, p in job.partials.items()}
-    assert verdicts[holder] == "unsupported" and sorted(verdicts.values()) == ["unsupported", "unverified", "unverified"]
+    assert verdicts[holder] == "unsupported" and sorted(verdicts.values()) == ["unsupported", "unverified"]
     with pytest.raises(StopIteration) as end:
         n = len(check.requests[0].body)  # the quote's first tokens as written (the read said 0.01 nats each)
         # 6 nats less likely asked nothing in particular, 9 less likely with nothing to read
@@ -86,7 +86,7 @@ def test_a_quote_the_model_says_without_the_passage_is_not_an_answer(model):
     job, (holder,), _ = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * 2)
+    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * (READ_TOP - 1))
     with pytest.raises(StopIteration) as end:
         n = len(check.requests[0].body)
         steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 0.1, scored=n)])
@@ -98,7 +98,7 @@ def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
     job, (holder,), _ = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * 2)
+    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * (READ_TOP - 1))
     with pytest.raises(StopIteration) as end:  # as likely with a neutral question: copied, not chosen
         n = len(check.requests[0].body)  # 0.01 per token asked (the read's): a copy, however grounded
         steps.send([_record(model, nll=n * 0.01 + 0.1, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
@@ -114,7 +114,7 @@ def test_an_echo_of_the_question_points_at_its_sentence_which_is_checked_as_the_
     job, (holder,), (at,) = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * 2)
+    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * (READ_TOP - 1))
     assert check.name == "check" and len(check.requests) == 3
     written = model.tokenize(" " + job.partials[holder].evidence, add_special=False)[:8]
     assert all(r.body == written for r in check.requests) and job.partials[holder].evidence.startswith("The pass key")
@@ -135,7 +135,7 @@ def test_an_echos_sentence_the_model_says_without_the_passage_is_not_an_answer(m
     job, (holder,), _ = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * 2)
+    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * (READ_TOP - 1))
     with pytest.raises(StopIteration) as end:
         n = len(check.requests[0].body)
         steps.send([_record(model, nll=8.0, scored=n), _record(model, nll=2.1, scored=n),
@@ -148,7 +148,7 @@ def test_an_echos_sentence_a_neutral_question_prefers_is_not_an_answer(model):
     job, (holder,), _ = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * 2)
+    check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * (READ_TOP - 1))
     with pytest.raises(StopIteration) as end:  # likelier asked nothing in particular than asked the question
         n = len(check.requests[0].body)
         steps.send([_record(model, nll=1.5, scored=n), _record(model, nll=11.0, scored=n),
@@ -164,7 +164,7 @@ def test_an_echo_in_a_sentence_of_nothing_else_is_not_an_answer(model):
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, " Remember it.")] + [_record(model, " none")] * 2)
+        steps.send([_record(model, " Remember it.")] + [_record(model, " none")] * (READ_TOP - 1))
     rec = end.value.value
     assert not rec.found and job.partials[holder].verdict == "echo" and [p.name for p in rec.phases] == ["map", "read"]
 
@@ -174,7 +174,7 @@ def test_not_found_in_its_usual_forms_ends_after_the_read(model):
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, s) for s in (" none", " Not mentioned in the excerpt.", " N/A")])
+        steps.send([_record(model, s) for s in (" none", " Not mentioned in the excerpt.", " N/A")[:READ_TOP]])
     rec = end.value.value
     assert not rec.found and rec.answer == NOT_FOUND and [p.name for p in rec.phases] == ["map", "read"]
     assert all(p.verdict == "none" for p in rec.partials)
@@ -188,6 +188,7 @@ def test_a_list_is_the_union_of_its_distinct_supported_answers_in_document_order
     read = _map(model, job, steps, set(holders))
     chosen = job.selected()
     assert set(holders) <= set(chosen) and len(read.requests) == len(chosen)
+    assert len(chosen) == LIST_MIN > READ_TOP  # two stand out; a list reads at least LIST_MIN, more than a lookup
     said = {holders[0]: " The pass key is 31877 and 31878", holders[1]: " 90452"}  # one invents a second key
     check = steps.send([_record(model, said.get(i, " none")) for i in chosen])
     assert len(check.requests) == 4  # two located quotes, each scored twice
