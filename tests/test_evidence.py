@@ -34,11 +34,11 @@ def test_a_long_word_copied_one_letter_wrong_is_the_passages_word_a_short_one_is
     at = locate("AssertionError(expression1)", text)  # both words of two would be needed without the slip
     assert at is not None and text[at.start:at.end] == "AssertionError(expression2"
     assert locate("licence", "The license is in Lyon.") is not None
-    # the slip is judged where it was copied from, even when the passage says the miscopied word elsewhere
-    text = 'The form "assert expression1, expression2" is: if not expression1: raise AssertionError(expression2).'
-    at = locate("AssertionError(expression1)", text)
-    assert at is not None and text[at.start:at.end] == "AssertionError(expression2"
     assert locate("Paris", text) is None  # one letter from "parts", but a short word: an invention, not a slip
+    # the slip is judged where it was copied from, even when the passage says the miscopied word elsewhere
+    form = 'The form "assert expression1, expression2" is: if not expression1: raise AssertionError(expression2).'
+    at = locate("AssertionError(expression1)", form)
+    assert at is not None and form[at.start:at.end] == "AssertionError(expression2"
 
 
 def test_a_quote_may_skip_an_aside():
