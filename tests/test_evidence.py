@@ -41,6 +41,17 @@ def test_a_long_word_copied_one_letter_wrong_is_the_passages_word_a_short_one_is
     assert at is not None and form[at.start:at.end] == "AssertionError(expression2"
 
 
+def test_a_changed_article_preposition_or_pronoun_is_no_slip_a_changed_negation_is():
+    text, _ = normalized("Copies go within such NOTICE file. You are reinstated if you cure the violation prior "
+                         "to 30 days after your receipt of the notice. Release 1.6.1 is GPL-compatible.")
+    at = locate("within 30 days after the receipt of the notice", text)  # 7 of 9 words: too few, were they counted
+    assert at is not None and text[at.start:at.end] == "30 days after your receipt of the notice"
+    at = locate("in the NOTICE file", text)  # 2 of 4: "in" and "the" are not the passage's, and say nothing
+    assert at is not None and text[at.start:at.end] == "NOTICE file"
+    assert locate("not GPL-compatible", text) is None  # "not" is no slight word: it turns the fact round
+    assert locate("30 years after the receipt", text) is None  # a changed word that says something is counted
+
+
 def test_a_quote_may_skip_an_aside():
     text, _ = normalized("If you cease all violation, your license from a particular copyright holder is reinstated.")
     assert locate("your license is reinstated", text) is not None

@@ -20,6 +20,11 @@ _NOT_FOUND = re.compile(
     r"(?:it|this) (?:is not|isn't) (?:stated|mentioned|given|said)|i (?:do not|don't) know|cannot be determined)\b",
     re.IGNORECASE)
 MIN_MATCH = 0.8  # share of a quote's words found in order in the passage: one slip in five words is a slip
+# Words a copy may change or leave out without changing what it says ("in the NOTICE file" for "within such
+# NOTICE file", "the receipt" for "your receipt"): one the passage lacks there is not held against the quote.
+# Negations, quantifiers and modal verbs are not among them: "not GPL-compatible" is not a slip of "GPL-compatible".
+_SLIGHT = set("""a an the of to in on at by for from with within into as and or that this these those it its
+they their them your you his her is are was were be been""".split())
 _STOP = set("""a an the of to in on at by for and or but is are was were be been being it its this that these those
 with from as into than then so such what which who whom whose when where why how do does did not no yes you your
 they them their there here has have had can could would should will shall may might must any all each""".split())
@@ -72,29 +77,33 @@ def echoes(answer: str, question: str) -> bool:
 
 def locate(quote: str, passage: str) -> Located | None:
     """Where the passage holds `quote`, word for word on word boundaries (case and punctuation aside), allowing
-    a slip: at least MIN_MATCH of its words in order, within a span at most half as long again as the quote
-    plus three words (a quote may skip an aside). None: the passage does not hold it (the model made it up)."""
+    a slip: at least MIN_MATCH of its words in order, articles, prepositions and pronouns aside (_SLIGHT), within a
+    span at most half as long again as the quote plus three words (a quote may skip an aside). None: the passage
+    does not hold it (the model made it up)."""
     p = words(passage)
     pw = [w for w, _, _ in p]
     said = [w for w, _, _ in words(quote)]
     q = _as_copied(said, set(pw))
     if not q or not p:
         return None
-    best: tuple[float, int, int] | None = None
+    best: tuple[int, int, int] | None = None
     starts = set(q[:3])  # a quote starts within its first words
     for i in (i for i, w in enumerate(pw) if w in starts):
         window = pw[i:i + len(q) + 3 + len(q) // 2]
         # a slip is judged where the quote was copied from: "expression1" is a word of the passage, but here,
         # in "AssertionError(expression2)", it is that word miscopied
-        sm = SequenceMatcher(None, _as_copied(said, set(window)), window, autojunk=False)
+        copied = _as_copied(said, set(window))
+        sm = SequenceMatcher(None, copied, window, autojunk=False)
         blocks = [b for b in sm.get_matching_blocks() if b.size]
         hit = sum(b.size for b in blocks)
-        if not blocks or hit < MIN_MATCH * len(q):
+        # a slight word the copy changed or left out ("in" for "within") is no slip: it is not counted at all
+        changed = sum(1 for w in copied if w in _SLIGHT) - sum(copied[b.a + k] in _SLIGHT for b in blocks
+                                                               for k in range(b.size))
+        if not blocks or hit < MIN_MATCH * (len(q) - changed):
             continue
-        score = hit / len(q)
         lo, hi = i + blocks[0].b, i + blocks[-1].b + blocks[-1].size - 1
-        if best is None or score > best[0]:
-            best = (score, lo, hi)
+        if best is None or hit > best[0]:
+            best = (hit, lo, hi)
     if best is None:
         return None
     start, end = p[best[1]][1], p[best[2]][2]
