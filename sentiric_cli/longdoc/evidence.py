@@ -20,8 +20,9 @@ _NOT_FOUND = re.compile(
     r"(?:it|this) (?:is not|isn't) (?:stated|mentioned|given|said)|i (?:do not|don't) know|cannot be determined)\b",
     re.IGNORECASE)
 MIN_MATCH = 0.8  # share of a quote's words found in order in the passage: one slip in five words is a slip
-# Words a copy may change or leave out without changing what it says ("in the NOTICE file" for "within such
-# NOTICE file", "the receipt" for "your receipt"): one the passage lacks there is not held against the quote.
+# Words a copy may change or leave out without changing what it says (articles, prepositions, pronouns, "and",
+# "or", forms of "be"; "in the NOTICE file" for "within such NOTICE file", "the receipt" for "your receipt"): one
+# the passage lacks there is not held against the quote.
 # Negations, quantifiers and modal verbs are not among them: "not GPL-compatible" is not a slip of "GPL-compatible".
 _SLIGHT = set("""a an the of to in on at by for from with within into as and or that this these those it its
 they their them your you his her is are was were be been""".split())
@@ -77,7 +78,7 @@ def echoes(answer: str, question: str) -> bool:
 
 def locate(quote: str, passage: str) -> Located | None:
     """Where the passage holds `quote`, word for word on word boundaries (case and punctuation aside), allowing
-    a slip: at least MIN_MATCH of its words in order, articles, prepositions and pronouns aside (_SLIGHT), within a
+    a slip: at least MIN_MATCH of its words in order, the small words it changed aside (_SLIGHT), within a
     span at most half as long again as the quote plus three words (a quote may skip an aside). None: the passage
     does not hold it (the model made it up)."""
     p = words(passage)
