@@ -11,7 +11,7 @@ from needles import QUESTION, document, documents, sentences_for
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.longdoc import NOT_FOUND, MapJob
-from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, Partial, outline
+from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, YESNO_TOP, Partial, outline
 from sentiric_cli.longdoc.protocol import protocol
 from sentiric_cli.settings import Settings
 
@@ -234,14 +234,12 @@ def test_the_outline_keeps_each_topic_once_and_not_the_answers_own():
                                                                     "topic number 13", "topic number 19"]
 
 
-def test_yes_or_no_is_judged_against_the_models_prior_for_the_question(model):
-    """The passage makes "yes" likelier than "no" (-0.5 against -1.0), but with nothing to read the model says "yes"
-    far more readily (-0.2 against -2.0): the passage leans to "no", so the answer is no."""
-    job, (holder,), _ = _job(model, "Is the pass key a prime number?")
-    assert job.kind == "yesno"
-    steps = protocol(job, [])
+def _yesno(model, job, steps, holder):
+    """The map, then the read round: the most relevant passage, then an empty excerpt; returns a function making a
+    record whose first word's alternatives give yes and no these log-probabilities."""
     read = _map(model, job, steps, {holder})
     assert read.name == "read" and len(read.requests) == 2 and read.requests[1].body == []
+    assert job.selected()[0] == holder and len(job.selected()) == YESNO_TOP
     yes, no = job._yes[0], job._no[0]
 
     def said(y: float, n: float) -> Record:
@@ -249,8 +247,33 @@ def test_yes_or_no_is_judged_against_the_models_prior_for_the_question(model):
         r.logprobs = [(yes, y, ((yes, y), (no, n)))]
         return r
 
+    return said
+
+
+def test_yes_or_no_is_judged_against_the_models_prior_for_the_question(model):
+    """No sentence holds more than half of the question's words ("pass key", not "prime number"), so the model's
+    lean decides. The passage makes "yes" likelier than "no" (-0.5 against -1.0), but with nothing to read the model
+    says "yes" far more readily (-0.2 against -2.0): the passage leans to "no", so the answer is no."""
+    job, (holder,), _ = _job(model, "Is the pass key a prime number?")
+    assert job.kind == "yesno"
+    steps = protocol(job, [])
+    said = _yesno(model, job, steps, holder)
     with pytest.raises(StopIteration) as end:
         steps.send([said(-0.5, -1.0), said(-0.2, -2.0)])
     rec = end.value.value
     assert rec.found and rec.answer.startswith("No, from: ") and rec.cited_chunks == [holder]
-    assert job.partials[holder].support == pytest.approx(-1.3)
+    assert job.partials[holder].support == pytest.approx(-1.3) and job.partials[holder].verdict == "answer"
+
+
+@pytest.mark.parametrize("key, expected", [(KEY, "Yes"), (KEY + 1, "No")])
+def test_yes_or_no_comes_from_the_sentence_that_holds_the_questions_words(model, key, expected):
+    """The key's sentence holds the question's words: it answers (the other number: the rest of the claim, of
+    another number), whatever the model's lean, and it is the citation, not the whole passage."""
+    job, (holder,), (at,) = _job(model, f"Is the pass key {key}?")
+    steps = protocol(job, [])
+    said = _yesno(model, job, steps, holder)
+    with pytest.raises(StopIteration) as end:
+        steps.send([said(-0.5, -1.0) if expected == "Yes" else said(-1.0, -0.5), said(-0.2, -2.0)])
+    rec = end.value.value
+    assert rec.answer == f'{expected}, from: "The pass key is {KEY}."' and rec.cited_chunks == [holder]
+    assert rec.citations == [(at, at + len(f"The pass key is {KEY}."))]

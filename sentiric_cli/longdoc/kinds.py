@@ -3,7 +3,7 @@
 - lookup: one fact (a number, name, date, phrase or sentence): the best-supported answer.
 - list: facts spread over the document, all of them: the union of the distinct supported answers.
 - overview: what the document (or a part of it) is about: partial summaries collapsed in rounds.
-- yesno: a question answered yes or no, from the passage that bears on it.
+- yesno: a question answered yes or no, from the sentence that bears on it (polarity.py).
 
 A question whose answer is not in the document is not a kind one can see in it: any lookup, list or yes/no
 question may turn out absent, and then the answer says so (NOT_FOUND) and invents nothing.
@@ -26,8 +26,9 @@ _LIST = re.compile(
     r"\bexamples?\s+of\b|"
     r"\bwhat\s+(?:are|were)\s+the\b|\b(?:two|three|four|five|six|seven|eight|nine|ten|several|various)\s+\w+s\b",
     re.IGNORECASE)
+# "Is it red or blue?" asks which, not whether; a quoted "or" is a word talked about ('Do "and" and "or" restrict ...?')
 _YESNO = re.compile(r"^\s*(?:is|are|was|were|does|do|did|can|could|may|might|must|shall|should|will|would|has|have|had)"
-                    r"\b(?!.*\b(?:or)\b.*\?)", re.IGNORECASE)
+                    r"\b(?!.*(?<![\"'“‘])\bor\b(?![\"'”’]).*\?)", re.IGNORECASE)
 
 
 def detect(question: str) -> str:

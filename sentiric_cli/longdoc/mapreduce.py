@@ -16,7 +16,8 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   sentence, which the read did not write, is also scored after the passage with the user's question; the echo
   chose it, so it needs only to be no likelier with the neutral question.
 - reduce, by kind: lookup, the best-supported answer (others shown as conflicts); list, the union of the
-  distinct supported answers; yes/no, from the most relevant passage. None supported: NOT_FOUND.
+  distinct supported answers; yes/no, from the sentence of the most relevant passages that holds the question's
+  words (a negation there: no), else from the model's lean on the most relevant one. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
 within the window budget, and the last round writes the answer with the user's sampling.
 """
@@ -34,7 +35,7 @@ from sentiric_cli.engine.prompt import MARK, byte_offsets, frame
 from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.longdoc import evidence, frames
+from sentiric_cli.longdoc import evidence, frames, polarity
 from sentiric_cli.longdoc.chunks import Chunk, split
 from sentiric_cli.longdoc.kinds import KINDS, detect
 
@@ -55,6 +56,7 @@ MIN_SUPPORT = math.log(1.5)
 SUMMARY_TOKENS = 40
 OUTLINE_PARTS = 8  # overview: at most this many distinct chunk summaries follow the collapsed answer
 TOP_LOGPROBS = 20  # yes/no: the first word's alternatives looked at
+YESNO_TOP = 3  # yes/no: passages searched for the sentence that holds the question's words, most relevant first
 MAX_OVERLAP = 64
 
 
@@ -72,14 +74,15 @@ class Partial:
     token_span: tuple[int, int]
     byte_span: tuple[int, int]  # the passage's bytes in the document
     answer: str  # the quote (the document's own words), a yes/no, or a summary; "" when it gave none
-    confidence: float  # facts: 1 - e^-min(support, grounding) (0: none counts); yes/no: the lean as a
-    # probability; overview: the summary's mean token probability
+    confidence: float  # facts: 1 - e^-min(support, grounding) (0: none counts); yes/no: the share of the question's
+    # words its sentence holds, or the lean as a probability; overview: the summary's mean token probability
     relevance: float = 0.0  # nats per question token the passage adds to the question's likelihood
     support: float = 0.0  # nats per token the question adds to the quote's likelihood (vs a neutral question)
     grounding: float = 0.0  # nats per token the passage adds to the quote's likelihood (vs an empty excerpt)
     verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words, in a sentence
     # of nothing else; an echo in a sentence that says more is that sentence, checked) | unsupported
-    # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt)
+    # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt) | lean (yes/no: the model's
+    # word on the most relevant passage, shown where a sentence that holds the question's words answered instead)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
@@ -221,7 +224,7 @@ class MapJob:
         document's own spread (above the midpoint between the median and the best), LIST_MIN to LIST_TOP."""
         order = sorted(range(len(self.relevance)), key=lambda i: -self.relevance[i])
         if self.kind == "yesno":
-            return order[:1]
+            return order[:YESNO_TOP]
         if self.kind != "list":
             return order[:READ_TOP]
         med, top = statistics.median(self.relevance), self.relevance[order[0]]
@@ -231,8 +234,8 @@ class MapJob:
     # ---- read: the answer each selected passage gives
 
     def read_requests(self, chosen: list[int]) -> list[Request]:
-        """Facts: each chosen passage read for a quote. Yes/no: the passage, then an empty excerpt (the baseline),
-        each asked for one word, with the alternatives' log-probabilities."""
+        """Facts: each chosen passage read for a quote. Yes/no: the most relevant passage, then an empty excerpt (the
+        baseline), each asked for one word, with the alternatives' log-probabilities."""
         if self.kind == "yesno":
             head, tail = self._frame(frames.YESNO.format(question=self.question, excerpt=MARK), frames.ANSWER_CUE)
             own = dict(_OWN, top_logprobs=TOP_LOGPROBS)
@@ -243,16 +246,29 @@ class MapJob:
         return [self.base.reading(self.head, self._bodies[i], self.tail, max_tokens=ANSWER_TOKENS, stop=("\n",),
                                   token_logprobs=True, score=False, **_OWN) for i in chosen]
 
-    def add_yesno(self, i: int, passage: Record, empty: Record) -> Partial:
-        """Yes or no: which the passage makes likelier than the model says with nothing to read (its prior for
-        this question), so a model that answers "yes" to everything does not answer "yes" here."""
-        c = self.chunks[i]
+    def add_yesno(self, chosen: list[int], passage: Record, empty: Record) -> None:
+        """Yes or no. First from the sentence of the chosen passages that holds most of the question's words: "no"
+        when a negation stands among them (polarity.py). Where no sentence holds half of them, from the model's
+        lean on the most relevant passage: which word it makes likelier than the model says with nothing to read
+        (its prior for this question), so a model that answers "yes" to everything does not answer "yes" here."""
+        c = self.chunks[chosen[0]]
         lean = self._yes_over_no(passage) - self._yes_over_no(empty)
-        p = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), "Yes" if lean > 0 else "No",
-                    round(1 / (1 + math.exp(-abs(lean))), 4), relevance=self.relevance[i], support=round(lean, 4),
-                    verdict="answer", evidence=_short(self._excerpt(c)[0]), evidence_span=(c.byte_start, c.byte_end))
+        self.partials[chosen[0]] = Partial(
+            c.index, (c.start, c.end), (c.byte_start, c.byte_end), "Yes" if lean > 0 else "No",
+            round(1 / (1 + math.exp(-abs(lean))), 4), relevance=self.relevance[chosen[0]], support=round(lean, 4),
+            verdict="answer", evidence=_short(self._excerpt(c)[0]), evidence_span=(c.byte_start, c.byte_end))
+        excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
+        said = polarity.answer(self.question, [text for text, _ in excerpts])
+        if said is None:
+            return
+        self.partials[chosen[0]].verdict = "lean"  # shown, not the answer: the sentence says it
+        i, (text, where), (s, e) = chosen[said.passage], excerpts[said.passage], said.sentence
+        c = self.chunks[i]
+        p = self.partials.get(i) or Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), "", 0.0,
+                                            relevance=self.relevance[i])
+        p.answer, p.confidence, p.verdict = said.answer, round(said.held / said.asked, 4), "answer"
+        p.evidence, p.evidence_span = text[s:e], (self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1))
         self.partials[i] = p
-        return p
 
     def _yes_over_no(self, rec: Record) -> float:
         """log P(yes) - log P(no) for the first word, over its spellings among the top alternatives; a word with

@@ -47,7 +47,7 @@ def protocol(job: MapJob, phases: list[Phase]) -> Protocol:
     recs = yield Round("read", job.read_requests(chosen))
     ran("read", recs, t0)
     if job.kind == "yesno":
-        job.add_yesno(chosen[0], *recs)
+        job.add_yesno(chosen, *recs)
         return job.record(phases)
     for i, rec in zip(chosen, recs, strict=True):
         job.add_read(i, rec)
