@@ -87,7 +87,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
 def test_ctrl_c_stops_cleanly_with_what_was_generated():
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_LLAMA_SERVICE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "sentiric_cli", "run", "-n", "2000", "--temperature", "0.8",
+    # Ctrl-C as a terminal gives it, whatever this test was started under: a background job of a shell without job
+    # control (`make test &` in a script) starts with SIGINT ignored, and Python then keeps it ignored
+    restore = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "runpy.run_module('sentiric_cli', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", restore, "run", "-n", "2000", "--temperature", "0.8",
                              "--seed", "1", "Once upon a time"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     first = proc.stdout.read(20)  # wait until it is generating

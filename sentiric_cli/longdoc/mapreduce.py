@@ -248,9 +248,9 @@ class MapJob:
 
     def add_yesno(self, chosen: list[int], passage: Record, empty: Record) -> None:
         """Yes or no. First from the sentence of the chosen passages that holds most of the question's words: "no"
-        when a negation stands among them (polarity.py). Where no sentence holds half of them, from the model's
-        lean on the most relevant passage: which word it makes likelier than the model says with nothing to read
-        (its prior for this question), so a model that answers "yes" to everything does not answer "yes" here."""
+        when a negation stands among them (polarity.py). Where no sentence holds more than half of them, from the
+        model's lean on the most relevant passage: which word it makes likelier than the model says with nothing to
+        read (its prior for this question), so a model that answers "yes" to everything does not answer "yes" here."""
         c = self.chunks[chosen[0]]
         lean = self._yes_over_no(passage) - self._yes_over_no(empty)
         self.partials[chosen[0]] = Partial(
