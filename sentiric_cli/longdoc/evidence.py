@@ -143,9 +143,14 @@ def parts(answer: str) -> list[str]:
     return [p.strip(" .") for p in _PARTS.split(answer) if p.strip(" .")]
 
 
+def sentence_bounds(text: str) -> list[int]:
+    """Where the sentences of `text` start, and its end: a sentence is text[bounds[i]:bounds[i + 1]]."""
+    return [0, *(m.end() for m in _SENTENCE_END.finditer(text)), len(text)]
+
+
 def sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
     """The span of the sentence(s) that hold text[start:end]."""
-    bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(text)), len(text)]
+    bounds = sentence_bounds(text)
     lo = max(b for b in bounds if b <= start)
     hi = min((b for b in bounds if b >= end), default=len(text))
     return lo, len(text[:hi].rstrip())

@@ -252,12 +252,12 @@ class MapJob:
         model's lean on the most relevant passage: which word it makes likelier than the model says with nothing to
         read (its prior for this question), so a model that answers "yes" to everything does not answer "yes" here."""
         c = self.chunks[chosen[0]]
+        excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
         lean = self._yes_over_no(passage) - self._yes_over_no(empty)
         self.partials[chosen[0]] = Partial(
             c.index, (c.start, c.end), (c.byte_start, c.byte_end), "Yes" if lean > 0 else "No",
             round(1 / (1 + math.exp(-abs(lean))), 4), relevance=self.relevance[chosen[0]], support=round(lean, 4),
-            verdict="answer", evidence=_short(self._excerpt(c)[0]), evidence_span=(c.byte_start, c.byte_end))
-        excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
+            verdict="answer", evidence=_short(excerpts[0][0]), evidence_span=(c.byte_start, c.byte_end))
         said = polarity.answer(self.question, [text for text, _ in excerpts])
         if said is None:
             return

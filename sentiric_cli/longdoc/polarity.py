@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sentiric_cli.longdoc.evidence import _SENTENCE_END, _STOP, words
+from sentiric_cli.longdoc.evidence import _STOP, sentence_bounds, words
 
 # a negation in the evidence: "not", "no", "cannot", "without warranties", "nothing"
 _NEGATION = set("not no non never cannot nor neither none nothing without".split())
@@ -25,7 +25,7 @@ _NEGATION = set("not no non never cannot nor neither none nothing without".split
 _QUESTION_NEGATION = set("not no never".split())
 _PREFIXES = ("non", "un", "in", "im", "ir", "il", "dis")  # "immutable" denies "mutable"
 # prepositions _STOP lacks: "under this license" asks nothing a sentence must repeat
-_SLIGHT = set("about above across after against along among around before behind below beneath beside between beyond "
+_PREPOSITIONS = set("about above across after against along among around before behind below beneath beside between beyond "
               "during except inside near off onto out outside over per since through throughout toward towards under "
               "until upon via within without".split())
 _BEFORE = 3  # a negation a few words before the first of the question's words bears on them ("is not allowed")
@@ -53,14 +53,15 @@ def answer(question: str, passages: list[str]) -> Polar | None:
     the question's words; None when none holds more than half of them."""
     q_words = words(question)[1:]  # the auxiliary that opens it ("Is", "May") aside
     q_neg = any(w in _QUESTION_NEGATION or w.endswith("n't") for w, _, _ in q_words)
-    wanted = {_stem(w) for w, _, _ in q_words if w not in _STOP and w not in _SLIGHT}
+    wanted = {_stem(w) for w, _, _ in q_words if w not in _STOP and w not in _PREPOSITIONS}
     named = {_stem(w) for w, s, _ in q_words if _stem(w) in wanted and (question[s].isupper() or any(
         ch.isdigit() for ch in w))}  # a name or number: "CNRI", "1.6.1", "48213"
     if not wanted:
         return None
+    lowered = question.lower()
     best: Polar | None = None
     for n, text in enumerate(passages):
-        bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(text)), len(text)]
+        bounds = sentence_bounds(text)
         for a, b in zip(bounds, bounds[1:], strict=False):
             sentence = text[a:b]
             ws = words(sentence)
@@ -76,7 +77,7 @@ def answer(question: str, passages: list[str]) -> Polar | None:
             if not hits or (best is not None and len(hits) <= best.held):
                 continue
             lo, hi = max(0, hits[0] - _BEFORE), hits[-1]
-            denied |= any(_denies(ws, k, sentence, question.lower(), wanted) for k in range(lo, hi + 1))
+            denied |= any(_denies(ws, k, sentence, lowered, wanted) for k in range(lo, hi + 1))
             denied |= bool(named - found)  # it says the rest of the claim of something else
             best = Polar(n, "No" if denied != q_neg else "Yes", (a, len(text[:b].rstrip())), len(hits), len(wanted))
     return best if best is not None and 2 * best.held > best.asked else None
