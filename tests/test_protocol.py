@@ -6,17 +6,21 @@ from __future__ import annotations
 import math
 
 import pytest
-from needles import QUESTION, document, documents, sentences_for
+from needles import FILLER, QUESTION, document, documents, sentences_for
 
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.longdoc import NOT_FOUND, MapJob
 from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, YESNO_TOP, Partial, outline
 from sentiric_cli.longdoc.protocol import protocol
+from sentiric_cli.run import map_summary
 from sentiric_cli.settings import Settings
 
 KEY = 48213
 WINDOW = 1024
+# the reader's verdicts decide only where no sentence holds most of the question's words (held.py): two words the
+# document never says ("bank vault") outweigh "pass key"
+READER_DECIDES = "What is the pass key of the bank vault?"
 
 
 def _record(model: Model, text: str = "", nll: float = 0.0, scored: int = 0) -> Record:
@@ -83,7 +87,7 @@ def test_a_quote_the_question_drives_is_the_answer_cited_by_its_sentence(model):
 def test_a_quote_the_model_says_without_the_passage_is_not_an_answer(model):
     """The question drives it (against a neutral question), but an empty excerpt gives it as readily: the model's
     prior for the question, not what the passage says."""
-    job, (holder,), _ = _job(model)
+    job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * (READ_TOP - 1))
@@ -95,7 +99,7 @@ def test_a_quote_the_model_says_without_the_passage_is_not_an_answer(model):
 
 
 def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
-    job, (holder,), _ = _job(model)
+    job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * (READ_TOP - 1))
@@ -132,7 +136,7 @@ def test_an_echo_of_the_question_points_at_its_sentence_which_is_checked_as_the_
 
 
 def test_an_echos_sentence_the_model_says_without_the_passage_is_not_an_answer(model):
-    job, (holder,), _ = _job(model)
+    job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * (READ_TOP - 1))
@@ -145,7 +149,7 @@ def test_an_echos_sentence_the_model_says_without_the_passage_is_not_an_answer(m
 
 
 def test_an_echos_sentence_a_neutral_question_prefers_is_not_an_answer(model):
-    job, (holder,), _ = _job(model)
+    job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     check = steps.send([_record(model, " the pass key")] + [_record(model, " none")] * (READ_TOP - 1))
@@ -170,7 +174,7 @@ def test_an_echo_in_a_sentence_of_nothing_else_is_not_an_answer(model):
 
 
 def test_not_found_in_its_usual_forms_ends_after_the_read(model):
-    job, (holder,), _ = _job(model)
+    job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     with pytest.raises(StopIteration) as end:
@@ -178,6 +182,54 @@ def test_not_found_in_its_usual_forms_ends_after_the_read(model):
     rec = end.value.value
     assert not rec.found and rec.answer == NOT_FOUND and [p.name for p in rec.phases] == ["map", "read"]
     assert all(p.verdict == "none" for p in rec.partials)
+
+
+def test_the_sentence_that_holds_the_questions_words_answers_where_no_reader_did(model):
+    """One reader says it is not there, the other writes what its passage lacks: the sentence of the passages read
+    that holds the question's words is the answer (held.py), cited by its bytes. The text decides: no check round."""
+    job, (holder,), (at,) = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, " none")] + [_record(model, " 12345")] * (READ_TOP - 1))
+    rec = end.value.value
+    sentence = f"The pass key is {KEY}."  # the first of the needle's two sentences that hold "pass key"
+    assert rec.found and rec.answer == sentence and rec.cited_chunks == [holder] and rec.conflicts == []
+    assert rec.citations == [(at, at + len(sentence))] and [p.name for p in rec.phases] == ["map", "read"]
+    assert job.held in rec.partials and job.held.verdict == "sentence" and job.held.confidence == 1.0
+    assert job.partials[holder].verdict == "none"
+    assert (f"{READ_TOP} read for an answer, 0 supported (the sentence that holds the question's words answered)"
+            in map_summary(rec, 4))
+
+
+def test_a_supported_quote_of_another_sentence_gives_way_to_the_one_that_holds_the_questions_words(model):
+    """The reader quoted a sentence of the right passage that says nothing the question asks, and the check passed
+    it: the sentence that holds the question's words answers, and the quote is shown beside it, not hidden."""
+    job, (holder,), (at,) = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    other = next(f for f in FILLER if f in job._excerpt(job.chunks[holder])[0])
+    check = steps.send([_record(model, " " + other)] + [_record(model, " none")] * (READ_TOP - 1))
+    with pytest.raises(StopIteration) as end:
+        n = len(check.requests[0].body)
+        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
+    rec = end.value.value
+    assert job.partials[holder].verdict == "answer" and job.partials[holder].answer == other.rstrip(".")
+    assert rec.answer == f"The pass key is {KEY}. (other passages say: {other.rstrip('.')})"
+    assert rec.conflicts == [other.rstrip(".")] and rec.citations[0][0] == at and rec.cited_chunks == [holder]
+
+
+def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answer(model):
+    """The reader's quote comes from a sentence that holds as much of the question: the quote, not the sentence."""
+    job, (holder,), (at,) = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, f" {KEY}")] + [_record(model, " none")] * (READ_TOP - 1))
+    with pytest.raises(StopIteration) as end:
+        n = len(check.requests[0].body)
+        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
+    rec = end.value.value
+    assert rec.answer == str(KEY) and job.held is None and rec.citations[0][0] == at
 
 
 def test_a_list_is_the_union_of_its_distinct_supported_answers_in_document_order(model):

@@ -15,7 +15,8 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   nothing to read (its prior for the question: "C" for a programming language) gains no grounding. An echo's
   sentence, which the read did not write, is also scored after the passage with the user's question; the echo
   chose it, so it needs only to be no likelier with the neutral question.
-- reduce, by kind: lookup, the best-supported answer (others shown as conflicts); list, the union of the
+- reduce, by kind: lookup, the best-supported answer (others shown as conflicts), or the sentence of the passages
+  read that holds the question's words where the answer's sentence holds fewer of them (held.py); list, the union of the
   distinct supported answers; yes/no, from the sentence of the most relevant passages that holds the question's
   words (a negation there: no), else from the model's lean on the most relevant one. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
@@ -35,7 +36,7 @@ from sentiric_cli.engine.prompt import MARK, byte_offsets, frame
 from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.longdoc import evidence, frames, polarity
+from sentiric_cli.longdoc import evidence, frames, held, polarity
 from sentiric_cli.longdoc.chunks import Chunk, split
 from sentiric_cli.longdoc.kinds import KINDS, detect
 
@@ -82,7 +83,9 @@ class Partial:
     verdict: str = ""  # answer | none | unverified (not in the passage) | echo (the question's words, in a sentence
     # of nothing else; an echo in a sentence that says more is that sentence, checked) | unsupported
     # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt) | lean (yes/no: the model's
-    # word on the most relevant passage, shown where a sentence that holds the question's words answered instead)
+    # word on the most relevant passage, shown where a sentence that holds the question's words answered instead) |
+    # sentence (lookup: the sentence of the passages read that holds the question's words, the answer where no quote
+    # was supported or the quote's sentence holds fewer of them; held.py)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
@@ -164,6 +167,7 @@ class MapJob:
         self._echoed: list[int] = []  # of those, the ones whose reader echoed the question: their sentence is checked
         self._written: dict[int, list[int]] = {}  # their first tokens as written
         self._asked: dict[int, float] = {}  # and those tokens' negative log-likelihood, asked the user's question
+        self.held: Partial | None = None  # lookup: the sentence that holds the question's words, where it answers
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
                                                        frames.COLLAPSE_CUE, raw)
         # a base model would write on past its answer line into a new example: stop at the line's end
@@ -360,6 +364,27 @@ class MapJob:
             p.verdict = "answer"
             p.confidence = round(1 - math.exp(-(p.grounding if echo else min(p.support, p.grounding))), 4)
 
+    def add_held(self, chosen: list[int]) -> None:
+        """Lookup: the sentence of the chosen passages that holds the question's words (held.py) answers where no
+        quote was supported, or where the best-supported quote's sentence holds fewer of those words: the reader
+        quoted another sentence of the right passage ("all copyright, patent, trademark, and attribution notices",
+        for what modified files must carry) or wrote what the passage does not say."""
+        if self.kind != "lookup":
+            return
+        excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
+        weight = held.weights(held.asked(self.question), [self._excerpt(c)[0] for c in self.chunks])
+        said = held.sentence(self.question, [text for text, _ in excerpts], weight)
+        if said is None:
+            return
+        quoted = sorted(self.supported(), key=lambda p: -p.relevance)
+        if quoted and held.holds(weight, quoted[0].evidence) >= said.held:
+            return
+        i, (text, where), (s, e) = chosen[said.passage], excerpts[said.passage], said.sentence
+        c = self.chunks[i]
+        self.held = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text[s:e],
+                            round(said.held / said.asked, 4), relevance=self.relevance[i], verdict="sentence",
+                            evidence=text[s:e], evidence_span=(self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1)))
+
     # ---- reduce
 
     def supported(self) -> list[Partial]:
@@ -367,7 +392,7 @@ class MapJob:
 
     def record(self, phases: list[Phase]) -> LongRecord:
         """Facts: the answer by kind from the supported partial answers; none: NOT_FOUND."""
-        found = self.supported()
+        found = self.supported() + ([self.held] if self.held else [])
         conflicts: list[str] = []
         if not found:
             answer, cited = NOT_FOUND, []
@@ -378,7 +403,9 @@ class MapJob:
             cited = found[:1]
             answer = f"{cited[0].answer}, from: \"{cited[0].evidence}\""
         else:
-            ranked = _distinct(sorted(found, key=lambda p: -p.relevance))  # the passage most about the question
+            # the sentence that holds the question's words where it answers (add_held), else the passage most about
+            # the question
+            ranked = _distinct(sorted(found, key=lambda p: (p is not self.held, -p.relevance)))
             cited, conflicts = ranked[:1], [p.answer for p in ranked[1:]]
             answer = cited[0].answer + (f" (other passages say: {'; '.join(conflicts)})" if conflicts else "")
         return self._record(answer, bool(found), phases, cited, conflicts)
@@ -388,7 +415,8 @@ class MapJob:
         spans = [p.evidence_span or p.byte_span for p in cited]
         return LongRecord("map", answer, found, len(self.tokens), self.size, self.overlap,
                           [(c.byte_start, c.byte_end) for c in self.chunks],
-                          [self.partials[i] for i in sorted(self.partials)], [p.chunk for p in cited], spans, rounds,
+                          [self.partials[i] for i in sorted(self.partials)] + ([self.held] if self.held else []),
+                          [p.chunk for p in cited], spans, rounds,
                           phases, final.finish_reason if final else "stop", final, self.tokens, self.kind, conflicts)
 
     # ---- overview: collapse partial summaries in rounds

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sentiric_cli.longdoc.evidence import _STOP, sentence_bounds, words
+from sentiric_cli.longdoc.evidence import sentence_bounds, words
+from sentiric_cli.longdoc.held import asked, stem
 
 # a negation in the evidence: "not", "no", "cannot", "without warranties", "nothing"
 _NEGATION = set("not no non never cannot nor neither none nothing without".split())
 # in a question, "without" sets a condition ("split() without a separator"), it does not deny the claim
 _QUESTION_NEGATION = set("not no never".split())
 _PREFIXES = ("non", "un", "in", "im", "ir", "il", "dis")  # "immutable" denies "mutable"
-# prepositions _STOP lacks: "under this license" asks nothing a sentence must repeat
-_PREPOSITIONS = set("about above across after against along among around before behind below beneath beside between beyond "
-              "during except inside near off onto out outside over per since through throughout toward towards under "
-              "until upon via within without".split())
 _BEFORE = 3  # a negation a few words before the first of the question's words bears on them ("is not allowed")
 
 
@@ -40,22 +37,13 @@ class Polar:
     asked: int  # of how many
 
 
-def _stem(w: str) -> str:
-    """A word without its plural or tense ending, so "provided" meets "provides" and "warranties" "warranty"."""
-    for end in ("ies", "ing", "ed", "es", "s", "d"):
-        if len(w) > len(end) + 3 and w.endswith(end):
-            return w[:-len(end)] + ("y" if end == "ies" else "")
-    return w
-
-
 def answer(question: str, passages: list[str]) -> Polar | None:
     """Yes or no from the sentence of `passages` (most relevant first: the earlier wins a tie) that holds most of
     the question's words; None when none holds more than half of them."""
     q_words = words(question)[1:]  # the auxiliary that opens it ("Is", "May") aside
     q_neg = any(w in _QUESTION_NEGATION or w.endswith("n't") for w, _, _ in q_words)
-    wanted = {_stem(w) for w, _, _ in q_words if w not in _STOP and w not in _PREPOSITIONS}
-    named = {_stem(w) for w, s, _ in q_words if _stem(w) in wanted and (question[s].isupper() or any(
-        ch.isdigit() for ch in w))}  # a name or number: "CNRI", "1.6.1", "48213"
+    q = asked(question, stem)
+    wanted, named = q.words, q.named  # named: a name or number, "CNRI", "1.6.1", "48213"
     if not wanted:
         return None
     lowered = question.lower()
@@ -67,9 +55,9 @@ def answer(question: str, passages: list[str]) -> Polar | None:
             ws = words(sentence)
             hits, found, denied = [], set(), False
             for k, (w, _, _) in enumerate(ws):
-                s = _stem(w)
+                s = stem(w)
                 if s not in wanted:  # "immutable" holds "mutable", denied
-                    s = next((x for p in _PREFIXES if w.startswith(p) and (x := _stem(w[len(p):])) in wanted), "")
+                    s = next((x for p in _PREFIXES if w.startswith(p) and (x := stem(w[len(p):])) in wanted), "")
                     denied |= bool(s) and s not in found
                 if s and s not in found:  # each of the question's words once, where it first appears
                     found.add(s)
@@ -93,4 +81,4 @@ def _denies(ws: list[tuple[str, int, int]], k: int, sentence: str, question: str
     if sentence[end:end + 1] != "-" or k + 1 == len(ws):
         return True
     nxt = ws[k + 1][0]
-    return _stem(nxt) in wanted and f"{w}-{nxt}" not in question
+    return stem(nxt) in wanted and f"{w}-{nxt}" not in question

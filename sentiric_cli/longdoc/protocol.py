@@ -56,6 +56,7 @@ def protocol(job: MapJob, phases: list[Phase]) -> Protocol:
         recs = yield Round("check", checks)
         job.add_checks(recs)
         ran("check", recs, t0)
+    job.add_held(chosen)
     return job.record(phases)
 
 

@@ -1,0 +1,110 @@
+"""The sentence that holds a question's words: pure text work, no model.
+
+A document answers a lookup in a sentence that restates most of the question: "You must cause any modified files
+to carry prominent notices ..." for "What must any modified files carry?". The small reader may quote another
+sentence of the right passage, write a paraphrase the passage does not hold, or say nothing; then the sentence
+that holds the question's words is the answer (mapreduce.add_held).
+- It must hold every name and number the question asks about ("1.6.1", "GPL") and more than half of its other
+  words: a sentence that holds the names alone is about the same thing, not about what is asked ("the Free Software
+  Foundation, either version 3 ..." for "Which city is the Free Software Foundation located in?").
+- Those words count by how rarely the document says them (sentences that hold them, against all): "str", in every
+  sentence of the string methods, tells none from another; "strip" tells the one about strip(). A word the document
+  never says weighs most, so a question about what it does not say finds no sentence.
+- A heading (the question's words and nothing else, or fewer than four words: 'The "pass" statement', a grammar
+  rule) gives way to the sentence after it.
+polarity.py reads yes or no off such a sentence (there each word counts one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+
+from sentiric_cli.longdoc.evidence import _STOP, echoes, sentence_bounds, words
+
+# prepositions _STOP lacks: "under this license" asks nothing a sentence must repeat
+PREPOSITIONS = set("about above across after against along among around before behind below beneath beside between "
+                   "beyond during except inside near off onto out outside over per since through throughout toward "
+                   "towards under until upon via within without".split())
+HEADING_WORDS = 4  # a line of fewer words is a heading or a rule, not a sentence that says something
+
+
+def stem(w: str) -> str:
+    """A word without its plural or tense ending, so "provided" meets "provides" and "warranties" "warranty"."""
+    for end in ("ies", "ing", "ed", "es", "s", "d"):
+        if len(w) > len(end) + 3 and w.endswith(end):
+            return w[:-len(end)] + ("y" if end == "ies" else "")
+    return w
+
+
+def root(w: str) -> str:
+    """The stem without a final "e", so "remove" meets "removed" (polarity.py keeps the stem: it was measured so)."""
+    w = stem(w)
+    return w[:-1] if len(w) > 3 and w.endswith("e") else w
+
+
+def stems(text: str) -> set[str]:
+    return {root(w) for w, _, _ in words(text)}
+
+
+@dataclass
+class Asked:
+    words: set[str]  # the stems of the question's words, small words and prepositions aside
+    named: set[str]  # those written with a capital (not the question's first word) or a digit: "CNRI", "1.6.1"
+
+
+def asked(question: str, form: Callable[[str], str] = root) -> Asked:
+    wanted = {form(w) for w, _, _ in words(question) if w not in _STOP and w not in PREPOSITIONS}
+    named = {form(w) for w, s, _ in words(question) if form(w) in wanted and s > 0 and (
+        question[s].isupper() or any(ch.isdigit() for ch in w))}
+    return Asked(wanted, named)
+
+
+def weights(a: Asked, document: list[str]) -> dict[str, float]:
+    """Each of the question's words other than names and numbers, weighed by how rarely the document's sentences
+    hold it: log((N + 1) / (n + 1)), N sentences, n of them holding it. In every sentence: 0; in none: the most."""
+    held = [stems(text[x:y]) for text in document for x, y in pairwise(sentence_bounds(text))]
+    return {w: math.log((len(held) + 1) / (1 + sum(w in h for h in held))) for w in a.words - a.named}
+
+
+def holds(weight: dict[str, float], text: str) -> float:
+    """The weight of the question's words (other than its names and numbers) that `text` holds."""
+    return sum(weight[w] for w in stems(text) & weight.keys())
+
+
+@dataclass
+class Held:
+    passage: int  # index into the passages searched
+    sentence: tuple[int, int]  # its character span in that passage
+    held: float  # the weight of the question's words other than names and numbers it holds
+    asked: float  # of how much
+
+
+def sentence(question: str, passages: list[str], weight: dict[str, float]) -> Held | None:
+    """The sentence of `passages` (most relevant first: the earlier wins a tie) that holds every name and number of
+    the question and most of the weight of its other words (`weights`), more than half of it; None when none does."""
+    a = asked(question)
+    total = sum(weight.values())
+    best: tuple[float, int, list[int], int] | None = None  # held, passage, its sentence bounds, the sentence's index
+    for n, text in enumerate(passages):
+        bounds = sentence_bounds(text)
+        for k in range(len(bounds) - 1):
+            mine = stems(text[bounds[k]:bounds[k + 1]])
+            held = sum(weight[w] for w in mine & weight.keys())
+            if a.named <= mine and (best is None or held > best[0]):
+                best = (held, n, bounds, k)
+    if best is None or 2 * best[0] <= total:
+        return None
+    held, n, bounds, k = best
+    text = passages[n]
+    while k + 2 < len(bounds) and _heading(text[bounds[k]:bounds[k + 1]], question):
+        k += 1
+    if _heading(text[bounds[k]:bounds[k + 1]], question):
+        return None
+    return Held(n, (bounds[k], len(text[:bounds[k + 1]].rstrip())), held, total)
+
+
+def _heading(text: str, question: str) -> bool:
+    return echoes(text, question) or len(words(text)) < HEADING_WORDS

@@ -1,0 +1,78 @@
+"""The sentence that holds a question's words (longdoc/held.py): pure text, no model, the same on every CPU."""
+
+from __future__ import annotations
+
+from sentiric_cli.longdoc import held
+
+LICENSE = [
+    "(a) You must give any other recipients of the Work or Derivative Works a copy of this License; and "
+    "(b) You must cause any modified files to carry prominent notices stating that You changed the files; and "
+    "(c) You must retain, in the Source form of any Derivative Works that You distribute, all copyright, patent, "
+    "trademark, and attribution notices from the Source form of the Work.",
+    "This program is free software: you can redistribute it under the terms of the GNU General Public License as "
+    "published by the Free Software Foundation, either version 3 of the License, or any later version.",
+    "(2) According to Richard Stallman, 1.6.1 is not GPL-compatible, because its license has a choice of law clause.",
+]
+
+
+def said(question: str, passages: list[str], document: list[str] | None = None) -> str | None:
+    weight = held.weights(held.asked(question), document or passages)
+    h = held.sentence(question, passages, weight)
+    return None if h is None else passages[h.passage][h.sentence[0]:h.sentence[1]]
+
+
+def test_the_sentence_that_holds_most_of_the_questions_words_not_the_first_that_holds_some():
+    assert said("What must any modified files carry?", LICENSE) == (
+        "and (b) You must cause any modified files to carry prominent notices stating that You changed the files;")
+
+
+def test_every_name_and_number_asked_must_be_there_and_the_first_word_is_no_name():
+    # "According" opens the question: not a name. "1.6.1" and "GPL" are, and the sentence holds them
+    assert said("According to whom is release 1.6.1 not GPL-compatible?", LICENSE) == LICENSE[2]
+    assert held.asked("According to whom is release 1.6.1 not GPL-compatible?").named == {"1", "6", "gpl"}
+    assert said("According to whom is release 2.0 not GPL-compatible?", LICENSE) is None  # another release
+
+
+def test_a_sentence_that_holds_only_the_names_does_not_answer():
+    """The Foundation is there, what is asked about it is not."""
+    for q in ("Which city is the Free Software Foundation located in?",
+              "What is the email address of the Free Software Foundation?"):
+        assert said(q, LICENSE) is None
+
+
+def test_a_word_in_every_sentence_weighs_nothing_and_a_heading_gives_way_to_the_next_sentence():
+    """"str" is in every sentence of the string methods: "strip" tells the one asked about. Its sentence is a heading
+    (fewer than four words), so the sentence after it answers."""
+    passage = ('str.split(sep=None) Return a list of the words in the string.\n'
+               'str.strip([chars])\n'
+               'Return a copy of the string with the leading and trailing characters removed.\n'
+               'See "str.removesuffix()" for a str method that will remove a single suffix string.')
+    others = [f"str.method{i}() Return a str built from the str given." for i in range(20)]
+    question = "What does str.strip() remove?"
+    weight = held.weights(held.asked(question), [passage, *others])
+    assert weight["str"] < weight["strip"] / 20
+    assert said(question, [passage], [passage, *others]) == (
+        "Return a copy of the string with the leading and trailing characters removed.")
+    assert held.stems("removed") == held.stems("remove") == {"remov"}  # the root drops a final "e"
+
+
+def test_a_question_about_what_the_document_never_says_finds_no_sentence():
+    passages = ["The pass key is 48213. Remember it.", "The grass is green and the sky is blue."]
+    assert said("What is the pass key?", passages) == "The pass key is 48213."
+    assert said("What is the pass key of the bank vault?", passages) is None  # two words it never says
+
+
+def test_a_heading_of_the_questions_words_alone_gives_way_and_nothing_after_it_is_no_answer():
+    statement = 'The "pass" statement\npass_stmt ::= "pass"\n"pass" is a null operation — when it is executed, nothing happens.'
+    assert said("What does the pass statement do?", [statement]) == (
+        '"pass" is a null operation — when it is executed, nothing happens.')
+    assert said("What does the pass statement do?", ['The "pass" statement\npass_stmt ::= "pass"']) is None
+
+
+def test_a_tie_goes_to_the_more_relevant_passage():
+    first, second = "The fee is due within thirty days.", "A fee is due within thirty days of notice."
+    document = [first, second, *["The grass is green and the sky is blue."] * 10]
+    assert said("When is the fee due?", [first, second], document) == first
+    assert said("When is the fee due?", [second, first], document) == second
+    # in every sentence of the document, the question's words tell none from another
+    assert said("When is the fee due?", [first, second]) is None
