@@ -57,7 +57,8 @@ def ask(engine, text: str, question: str = QUESTION, strategy: str = "auto", kin
 
 def _found_and_cited(engine, times: int, depth: float, key: int, seed: int) -> bool:
     """Whether map found the key; when it did, everything about the answer is checked: its text as streamed, the
-    citation of the sentence that holds it, the rounds, the supported quote in the passage that holds it."""
+    citation of the sentence that holds it, the rounds, the supported quote in the passage that holds it (or the
+    sentence that holds the question's words)."""
     text, at = document(sentences_for(engine.model, times * WINDOW), depth, key, seed=seed)
     rec, streamed = ask(engine, text)
     assert rec.strategy == "map" and rec.kind == "lookup" and streamed == rec.answer
@@ -66,9 +67,15 @@ def _found_and_cited(engine, times: int, depth: float, key: int, seed: int) -> b
         return False
     (s, e), = rec.citations
     assert s <= at < e and e - s < 100, (at, rec.citations)  # the sentence, not the passage
-    assert [p.name for p in rec.phases] == ["tokenize", "map", "read", "check"]
-    held = [p for p in rec.partials if p.byte_span[0] <= at < p.byte_span[1] and p.verdict == "answer"]
-    assert held and str(key) in held[0].answer and held[0].support > 0 and 0 < held[0].confidence < 1
+    # the supported quote of the passage that holds the key; or, where no quote was supported (a kernel family may
+    # read this key worse), the sentence that holds the question's words (held.py), which holds the key
+    said = [p for p in rec.partials if p.byte_span[0] <= at < p.byte_span[1] and p.verdict in ("answer", "sentence")]
+    assert said and str(key) in said[0].answer and 0 < said[0].confidence <= 1
+    if said[0].verdict == "answer":
+        assert [p.name for p in rec.phases] == ["tokenize", "map", "read", "check"] and said[0].support > 0
+        assert said[0].confidence < 1
+    else:
+        assert [p.name for p in rec.phases][:3] == ["tokenize", "map", "read"] and said[0].confidence == 1.0
     return True
 
 
@@ -140,7 +147,8 @@ def test_the_chat_template_path_reads_through_the_models_own_template(engine, bu
     """The same weights with a chat template: every read frame is one user turn of the template, and the answer turn
     starts with the examples' cue. These are base weights, not a chat model: under the template they quote the key
     for some documents and repeat the question for the others (2 of these 6 found here), never an invention: so the
-    key's passage gives the key or an echo, and some key is found and cited by its sentence."""
+    key's passage gives the key or an echo (or, where no quote was supported, the sentence that holds the question's
+    words answers: held.py), and some key is found and cited by its sentence."""
     path = with_template(bundled, tmp_path / "gemma-chat.gguf", GEMMA)
     found = 0
     with Engine(Settings(context_size=WINDOW, threads=2, swa_full=True), path) as chat:
@@ -154,8 +162,8 @@ def test_the_chat_template_path_reads_through_the_models_own_template(engine, bu
             assert job.templated and turn[0] in job.head and "user\nAnswer each question" in head
             assert turn[0] in job.tail and job.tail[-len(cue):] == cue
             rec, _ = ask(chat, text)
-            held = [p for p in rec.partials if p.byte_span[0] <= at < p.byte_span[1]]
-            assert held and all(p.verdict in ("answer", "unsupported", "echo") for p in held), held
+            over_key = [p for p in rec.partials if p.byte_span[0] <= at < p.byte_span[1]]
+            assert over_key and all(p.verdict in ("answer", "unsupported", "echo", "sentence") for p in over_key), over_key
             if rec.found and str(key) in rec.answer:
                 found += 1
                 assert any(s <= at < e and e - s < 100 for s, e in rec.citations)

@@ -9,7 +9,7 @@ that holds the question's words is the answer (mapreduce.add_held).
   Foundation, either version 3 ..." for "Which city is the Free Software Foundation located in?").
 - Those words count by how rarely the document says them (sentences that hold them, against all): "str", in every
   sentence of the string methods, tells none from another; "strip" tells the one about strip(). A word the document
-  never says weighs most, so a question about what it does not say finds no sentence.
+  never says weighs most, so a question about what it does not say seldom finds a sentence that holds more than half.
 - A heading (the question's words and nothing else, or fewer than four words: 'The "pass" statement', a grammar
   rule) gives way to the sentence after it.
 polarity.py reads yes or no off such a sentence (there each word counts one).
