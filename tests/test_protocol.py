@@ -56,6 +56,18 @@ def _map(model, job, steps, relevant):
                                scored=n) for i in range(len(first.requests))])
 
 
+def _quoted(model, steps, quote: str, support: float, grounding: float):
+    """The read round: the most relevant passage quotes `quote`, the other says none. The check round: the quote's
+    first tokens are `support` nats less likely asked nothing in particular, `grounding` less likely with nothing
+    to read, than the read's 0.01 per token. Returns the record."""
+    check = steps.send([_record(model, quote)] + [_record(model, " none")] * (READ_TOP - 1))
+    assert check.name == "check" and len(check.requests) == 2
+    n = len(check.requests[0].body)
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, nll=n * 0.01 + support, scored=n), _record(model, nll=n * 0.01 + grounding, scored=n)])
+    return end.value.value
+
+
 def test_a_quote_the_question_drives_is_the_answer_cited_by_its_sentence(model):
     job, (holder,), (at,) = _job(model)
     steps = protocol(job, [])
@@ -90,11 +102,7 @@ def test_a_quote_the_model_says_without_the_passage_is_not_an_answer(model):
     job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * (READ_TOP - 1))
-    with pytest.raises(StopIteration) as end:
-        n = len(check.requests[0].body)
-        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 0.1, scored=n)])
-    rec = end.value.value
+    rec = _quoted(model, steps, f" The pass key is {KEY}.", support=6.0, grounding=0.1)
     assert not rec.found and rec.answer == NOT_FOUND and job.partials[holder].verdict == "ungrounded"
 
 
@@ -102,12 +110,9 @@ def test_a_quote_the_question_does_not_drive_is_not_an_answer(model):
     job, (holder,), _ = _job(model, READER_DECIDES)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, f" The pass key is {KEY}.")] + [_record(model, " none")] * (READ_TOP - 1))
-    with pytest.raises(StopIteration) as end:  # as likely with a neutral question: copied, not chosen
-        n = len(check.requests[0].body)  # 0.01 per token asked (the read's): a copy, however grounded
-        steps.send([_record(model, nll=n * 0.01 + 0.1, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
-    rec = end.value.value
-    assert check.name == "check" and not rec.found and rec.answer == NOT_FOUND and rec.citations == []
+    # as likely with a neutral question as the read's 0.01 per token asked: a copy, not chosen, however grounded
+    rec = _quoted(model, steps, f" The pass key is {KEY}.", support=0.1, grounding=9.0)
+    assert not rec.found and rec.answer == NOT_FOUND and rec.citations == []
 
 
 def test_an_echo_of_the_question_points_at_its_sentence_which_is_checked_as_the_answer(model):
@@ -209,11 +214,7 @@ def test_a_supported_quote_of_another_sentence_gives_way_to_the_one_that_holds_t
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     other = next(f for f in FILLER if f in job._excerpt(job.chunks[holder])[0])
-    check = steps.send([_record(model, " " + other)] + [_record(model, " none")] * (READ_TOP - 1))
-    with pytest.raises(StopIteration) as end:
-        n = len(check.requests[0].body)
-        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
-    rec = end.value.value
+    rec = _quoted(model, steps, " " + other, support=6.0, grounding=9.0)
     assert job.partials[holder].verdict == "answer" and job.partials[holder].answer == other.rstrip(".")
     assert rec.answer == f"The pass key is {KEY}. (other passages say: {other.rstrip('.')})"
     assert rec.conflicts == [other.rstrip(".")] and rec.citations[0][0] == at and rec.cited_chunks == [holder]
@@ -224,11 +225,7 @@ def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answ
     job, (holder,), (at,) = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    check = steps.send([_record(model, f" {KEY}")] + [_record(model, " none")] * (READ_TOP - 1))
-    with pytest.raises(StopIteration) as end:
-        n = len(check.requests[0].body)
-        steps.send([_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 9.0, scored=n)])
-    rec = end.value.value
+    rec = _quoted(model, steps, f" {KEY}", support=6.0, grounding=9.0)
     assert rec.answer == str(KEY) and job.held is None and rec.citations[0][0] == at
 
 

@@ -168,6 +168,7 @@ class MapJob:
         self._written: dict[int, list[int]] = {}  # their first tokens as written
         self._asked: dict[int, float] = {}  # and those tokens' negative log-likelihood, asked the user's question
         self.held: Partial | None = None  # lookup: the sentence that holds the question's words, where it answers
+        self._texts: list[str] = []  # facts: every passage's text as the map read it (normalized)
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
                                                        frames.COLLAPSE_CUE, raw)
         # a base model would write on past its answer line into a new example: stop at the line's end
@@ -204,7 +205,8 @@ class MapJob:
         if self.kind == "overview":
             return [self.base.reading(self.head, self._tokens(c), self.tail, max_tokens=SUMMARY_TOKENS,
                                       stop=("\n",), token_logprobs=True, score=False, **_OWN) for c in self.chunks]
-        heads = [self._relevance_head(self._excerpt(c)[0]) for c in self.chunks] + [self._relevance_head("")]
+        self._texts = [self._excerpt(c)[0] for c in self.chunks]  # kept: add_held weighs the question's words by them
+        heads = [self._relevance_head(t) for t in self._texts] + [self._relevance_head("")]
         return [self.base.reading(h, self.q_tokens, [], **_SCORE) for h in heads]
 
     def _relevance_head(self, excerpt: str) -> list[int]:
@@ -372,7 +374,7 @@ class MapJob:
         if self.kind != "lookup":
             return
         excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
-        weight = held.weights(held.asked(self.question), [self._excerpt(c)[0] for c in self.chunks])
+        weight = held.weights(held.asked(self.question), self._texts)
         said = held.sentence(self.question, [text for text, _ in excerpts], weight)
         if said is None:
             return
