@@ -239,9 +239,10 @@ def map_summary(r: LongRecord, threads: int) -> str:
     parts = [f"map ({r.kind}): {len(r.chunks)} {what} of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) "
              f"from {r.document_tokens:,} document tokens, {threads} at a time"]
     if r.kind != "overview":
-        read = [p for p in r.partials if p.verdict != "sentence"]  # a lookup's sentence is listed after them
-        said = [p for p in read if p.verdict == "answer"]
-        held = " (the sentence that holds the question's words answered)" if len(read) < len(r.partials) else ""
+        read = [p for p in r.partials if p.verdict != "sentence"]  # the sentence that holds the question's words
+        said = [p for p in read if p.verdict == "answer"]  # is listed after them
+        held = ("" if len(read) == len(r.partials) else " (with the sentence that holds the question's words)"
+                if r.kind == "list" else " (the sentence that holds the question's words answered)")
         parts.append(f"{len(read)} read for an answer, {len(said)} supported{held}")
     if r.found:
         cites = ", ".join(f"{what[:-1]} {c} = bytes {s:,}..{e:,}" for c, (s, e) in zip(r.cited_chunks, r.citations,

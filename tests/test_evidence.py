@@ -98,6 +98,9 @@ def test_normalized_text_maps_back_to_the_original():
     ("What are the two pass keys?", "list"), ("List the conditions.", "list"), ("Which clauses can a try have?", "list"),
     ("Name all the owners.", "list"), ("Summarize the document.", "overview"), ("What is this text about?", "overview"),
     ("What are the main topics?", "overview"), ("Is the program free?", "yesno"), ("Does it allow copies?", "yesno"),
-    ("Is it red or blue?", "lookup"), ('Do "and" and "or" restrict the value they return?', "yesno")])
+    ("Is it red or blue?", "lookup"), ('Do "and" and "or" restrict the value they return?', "yesno"),
+    ("Which methods return view objects?", "list"), ("What kinds of literals does Python support?", "list"),
+    ("Which company was a sponsoring member?", "lookup"), ("Which court has jurisdiction?", "lookup"),
+    ("Which status is shown?", "lookup"), ("Which court settles disputes?", "lookup")])
 def test_the_kind_of_a_question_comes_from_its_wording(question, kind):
     assert detect(question) == kind

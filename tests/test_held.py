@@ -15,9 +15,9 @@ LICENSE = [
 ]
 
 
-def said(question: str, passages: list[str], document: list[str] | None = None) -> str | None:
+def said(question: str, passages: list[str], document: list[str] | None = None, listed: bool = False) -> str | None:
     weight = held.weights(held.asked(question), document or passages)
-    h = held.sentence(question, passages, weight)
+    h = held.sentence(question, passages, weight, listed)
     return None if h is None else passages[h.passage][h.sentence[0]:h.sentence[1]]
 
 
@@ -76,3 +76,15 @@ def test_a_tie_goes_to_the_more_relevant_passage():
     assert said("When is the fee due?", [second, first], document) == second
     # in every sentence of the document, the question's words tell none from another
     assert said("When is the fee due?", [first, second]) is None
+
+
+def test_for_a_list_a_sentence_ending_with_a_colon_runs_on_through_the_items_it_introduces():
+    """A list's items follow the words that introduce them. Read as sentences, the introduction restates the question
+    and gives way, the items are too short to say anything, and what comes after them answers."""
+    passage = ("Any object can be tested for truth value. Here are the values that are considered false: "
+               '"None" and "False". Zero of any numeric type is false too. Other objects are true.')
+    document = [passage, *["The grass is green and the sky is blue."] * 10]
+    question = "Which values are considered false?"
+    assert said(question, [passage], document, listed=True) == (
+        'Here are the values that are considered false: "None" and "False".')
+    assert said(question, [passage], document) == "Zero of any numeric type is false too."  # a lookup's sentences

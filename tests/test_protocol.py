@@ -10,7 +10,7 @@ from needles import FILLER, QUESTION, document, documents, sentences_for
 
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
-from sentiric_cli.longdoc import NOT_FOUND, MapJob
+from sentiric_cli.longdoc import NOT_FOUND, MapJob, evidence
 from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, YESNO_TOP, Partial, outline
 from sentiric_cli.longdoc.protocol import protocol
 from sentiric_cli.run import map_summary
@@ -229,6 +229,23 @@ def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answ
     assert rec.answer == str(KEY) and job.held is None and rec.citations[0][0] == at
 
 
+def test_a_heading_that_gives_way_is_weighed_as_the_sentence_after_it(model):
+    """The heading holds the most of the question's words and gives way to the sentence after it, which holds no more
+    of them than the quote's sentence does: the reader's quote stays the answer."""
+    section = ('The "continue" statement\n\n"continue" may only occur syntactically nested in a loop. '
+               "It continues with the next cycle of the nearest enclosing loop.")
+    filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
+    cut = filler.index(". ", len(filler) // 2) + 2
+    text = filler[:cut] + section + " " + filler[cut:]
+    job = MapJob(model, WINDOW, "What does the continue statement continue with?", model.tokenize(text), False,
+                 Request(head=[], max_tokens=16))
+    holder = next(c.index for c in job.chunks if evidence.normalized(section)[0] in job._excerpt(c)[0])
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    rec = _quoted(model, steps, " the next cycle of the nearest enclosing loop", support=6.0, grounding=9.0)
+    assert rec.answer == "the next cycle of the nearest enclosing loop" and job.held is None
+
+
 def test_a_list_is_the_union_of_its_distinct_supported_answers_in_document_order(model):
     keys = ((0.2, 31877), (0.7, 90452))
     job, holders, ats = _job(model, "What are the two pass keys?", keys)
@@ -244,8 +261,33 @@ def test_a_list_is_the_union_of_its_distinct_supported_answers_in_document_order
     with pytest.raises(StopIteration) as end:
         steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
     rec = end.value.value
-    assert rec.answer == "The pass key is 31877; 90452" and rec.cited_chunks == holders
+    # each item is the sentence that holds its quote: the invented "31878" is not the document's, "90452" is a
+    # sentence's
+    assert rec.answer == "The pass key is 31877. The pass key is 90452." and rec.cited_chunks == holders
     assert all(s <= at < e for (s, e), at in zip(rec.citations, ats, strict=True))
+
+
+def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_it_introduces(model):
+    """The reader quotes one item; the sentence that introduces the list, through the colon, holds the question's
+    words and the items, and stands for the quote's shorter sentence."""
+    section = 'Here are the values that are considered false: zero and "None".'
+    filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
+    cut = filler.index(". ", len(filler) // 2) + 2
+    text = filler[:cut] + section + " " + filler[cut:]
+    job = MapJob(model, WINDOW, "Which values are considered false?", model.tokenize(text), False,
+                 Request(head=[], max_tokens=16))
+    assert job.kind == "list"
+    holder = next(c.index for c in job.chunks if section in job._excerpt(c)[0])
+    steps = protocol(job, [])
+    read = _map(model, job, steps, {holder})
+    check = steps.send([_record(model, ' zero' if i == holder else " none") for i in job.selected()])
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
+    rec = end.value.value
+    assert len(read.requests) == LIST_MIN and job.partials[holder].verdict == "answer"
+    assert job.held is not None and job.held.answer == section
+    assert rec.answer == section and rec.cited_chunks == [holder] and rec.citations == [(cut, cut + len(section))]
+    assert "1 supported (with the sentence that holds the question's words)" in map_summary(rec, 4)
 
 
 def test_overview_collapses_the_chunks_summaries(model):

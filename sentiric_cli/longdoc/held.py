@@ -12,6 +12,9 @@ that holds the question's words is the answer (mapreduce.add_held).
   never says weighs most, so a question about what it does not say seldom finds a sentence that holds more than half.
 - A heading (the question's words and nothing else, or fewer than four words: 'The "pass" statement', a grammar
   rule) gives way to the sentence after it.
+- For a list, a sentence that ends with a colon runs on through the next: the items it introduces ("the following
+  values are interpreted as false: "False", "None", numeric zero ..."). A lookup's sentences stay apart: there the
+  colon's sentence is often the heading of an example, not the answer.
 polarity.py reads yes or no off such a sentence (there each word counts one).
 """
 
@@ -82,14 +85,15 @@ class Held:
     asked: float  # of how much
 
 
-def sentence(question: str, passages: list[str], weight: dict[str, float]) -> Held | None:
+def sentence(question: str, passages: list[str], weight: dict[str, float], listed: bool = False) -> Held | None:
     """The sentence of `passages` (most relevant first: the earlier wins a tie) that holds every name and number of
-    the question and most of the weight of its other words (`weights`), more than half of it; None when none does."""
+    the question and most of the weight of its other words (`weights`), more than half of it; None when none does.
+    `listed` (a list question): a sentence ending with a colon and the next are one."""
     a = asked(question)
     total = sum(weight.values())
     best: tuple[float, int, list[int], int] | None = None  # held, passage, its sentence bounds, the sentence's index
     for n, text in enumerate(passages):
-        bounds = sentence_bounds(text)
+        bounds = _bounds(text, listed)
         for k in range(len(bounds) - 1):
             mine = stems(text[bounds[k]:bounds[k + 1]])
             held = sum(weight[w] for w in mine & weight.keys())
@@ -104,6 +108,13 @@ def sentence(question: str, passages: list[str], weight: dict[str, float]) -> He
     if _heading(text[bounds[k]:bounds[k + 1]], question):
         return None
     return Held(n, (bounds[k], len(text[:bounds[k + 1]].rstrip())), held, total)
+
+
+def _bounds(text: str, listed: bool) -> list[int]:
+    bounds = sentence_bounds(text)
+    if not listed:
+        return bounds
+    return [b for k, b in enumerate(bounds) if k in (0, len(bounds) - 1) or not text[:b].rstrip().endswith(":")]
 
 
 def _heading(text: str, question: str) -> bool:

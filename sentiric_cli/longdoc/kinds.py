@@ -1,7 +1,7 @@
 """What kind of question is asked of a long document: each kind is read and reduced on purpose (protocol.py).
 
 - lookup: one fact (a number, name, date, phrase or sentence): the best-supported answer.
-- list: facts spread over the document, all of them: the union of the distinct supported answers.
+- list: facts spread over the document, all of them: the union of the distinct sentences that hold supported answers.
 - overview: what the document (or a part of it) is about: partial summaries collapsed in rounds.
 - yesno: a question answered yes or no, from the sentence that bears on it (polarity.py).
 
@@ -23,7 +23,10 @@ _OVERVIEW = re.compile(
 _LIST = re.compile(
     r"^\s*(?:list|name|enumerate|give)\b|\b(?:all|every|each)\s+(?:the\s+)?\w+|\bwhich\s+\w+(?:\s+\w+)?\s+(?:are|were)\b|"
     r"\bwhich\s+(?:\w+\s+)?\w+[^\Ws]s\s+(?:are|were|may|can|could|do|did|have|had|must|should|will|would)\b|"
-    r"\bexamples?\s+of\b|"
+    r"\bexamples?\s+of\b|\bwhat\s+(?:kinds|types|sorts)\s+of\b|"
+    # "Which methods return ...": a plural right after "which" asks for several; not "Which status is", and not a
+    # verb after a singular ("Which court settles ...")
+    r"^\s*which\s+(?!(?:is|was|has|does)\b)\w+[^\Ws]s\b(?!\s+(?:is|was|has)\b)|"
     r"\bwhat\s+(?:are|were)\s+the\b|\b(?:two|three|four|five|six|seven|eight|nine|ten|several|various)\s+\w+s\b",
     re.IGNORECASE)
 # "Is it red or blue?" asks which, not whether; a quoted "or" is a word talked about ('Do "and" and "or" restrict ...?')

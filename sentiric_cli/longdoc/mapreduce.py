@@ -16,9 +16,10 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   sentence, which the read did not write, is also scored after the passage with the user's question; the echo
   chose it, so it needs only to be no likelier with the neutral question.
 - reduce, by kind: lookup, the best-supported answer (others shown as conflicts), or the sentence of the passages
-  read that holds the question's words where the answer's sentence holds fewer of them (held.py); list, the union of the
-  distinct supported answers; yes/no, from the sentence of the most relevant passages that holds the question's
-  words (a negation there: no), else from the model's lean on the most relevant one. None supported: NOT_FOUND.
+  read that holds the question's words where the answer's sentence holds fewer of them (held.py); list, the union
+  of the distinct sentences that hold the supported answers and of the sentence that holds the question's words;
+  yes/no, from the sentence of the most relevant passages that holds the question's words (a negation there: no),
+  else from the model's lean on the most relevant one. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
 within the window budget, and the last round writes the answer with the user's sampling.
 """
@@ -367,21 +368,25 @@ class MapJob:
             p.confidence = round(1 - math.exp(-(p.grounding if echo else min(p.support, p.grounding))), 4)
 
     def add_held(self, chosen: list[int]) -> None:
-        """Lookup: the sentence of the chosen passages that holds the question's words (held.py) answers where no
-        quote was supported, or where the best-supported quote's sentence holds fewer of those words: the reader
-        quoted another sentence of the right passage ("all copyright, patent, trademark, and attribution notices",
-        for what modified files must carry) or wrote what the passage does not say."""
-        if self.kind != "lookup":
+        """The sentence of the chosen passages that holds the question's words (held.py). Lookup: the answer where no
+        quote was supported, or where the best-supported quote's sentence holds fewer of those words than that
+        sentence does: the reader quoted another sentence of the right passage ("all copyright, patent, trademark,
+        and attribution notices", for what modified files must carry) or wrote what the passage does not say. List:
+        one more item of the union: the sentence that introduces a list ("the following values are interpreted as
+        false: ..."), which the reader seldom quotes whole."""
+        if self.kind not in ("lookup", "list"):
             return
+        listed = self.kind == "list"
         excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
         weight = held.weights(held.asked(self.question), self._texts)
-        said = held.sentence(self.question, [text for text, _ in excerpts], weight)
+        said = held.sentence(self.question, [text for text, _ in excerpts], weight, listed)
         if said is None:
             return
-        quoted = sorted(self.supported(), key=lambda p: -p.relevance)
-        if quoted and held.holds(weight, quoted[0].evidence) >= said.held:
-            return
         i, (text, where), (s, e) = chosen[said.passage], excerpts[said.passage], said.sentence
+        quoted = sorted(self.supported(), key=lambda p: -p.relevance)
+        # weighed as the sentence that answers: a heading that held the words gave way to the sentence after it
+        if not listed and quoted and held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e]):
+            return
         c = self.chunks[i]
         self.held = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text[s:e],
                             round(said.held / said.asked, 4), relevance=self.relevance[i], verdict="sentence",
@@ -399,8 +404,10 @@ class MapJob:
         if not found:
             answer, cited = NOT_FOUND, []
         elif self.kind == "list":
-            cited = _distinct(sorted(found, key=lambda p: p.byte_span[0]))
-            answer = "; ".join(p.answer for p in cited)
+            # each quote's whole sentence: a list's items are written together, and the reader quotes one or two
+            # of them ("loss of goodwill", from "loss of goodwill, work stoppage, computer failure or malfunction")
+            cited = _distinct(sorted(found, key=lambda p: (p.evidence_span or p.byte_span)[0]), _said, longest=True)
+            answer = _joined([_said(p) for p in cited])
         elif self.kind == "yesno":
             cited = found[:1]
             answer = f"{cited[0].answer}, from: \"{cited[0].evidence}\""
@@ -470,11 +477,11 @@ class MapJob:
 
 
 def _same(ps: list[Partial], key) -> list[list[Partial]]:
-    """The partials grouped by what they say, in order: one whose word set (`key`) holds, or is held by, a group's
-    first is that group's."""
+    """The partials grouped by what they say, in order: one whose word set (`key`, of a partial) holds, or is held
+    by, a group's first is that group's."""
     groups: list[tuple[set[str], list[Partial]]] = []
     for p in ps:
-        mine = key(p.answer)
+        mine = key(p)
         same = next((g for g in groups if mine <= g[0] or g[0] <= mine), None)
         if same is None:
             groups.append((mine, [p]))
@@ -483,9 +490,24 @@ def _same(ps: list[Partial], key) -> list[list[Partial]]:
     return [g for _, g in groups]
 
 
-def _distinct(ps: list[Partial]) -> list[Partial]:
-    """Each answer once: one whose words another kept answer already holds (or holds all of) is the same fact."""
-    return [g[0] for g in _same(ps, lambda text: {w for w, _, _ in evidence.words(text)})]
+def _distinct(ps: list[Partial], said=lambda p: p.answer, longest: bool = False) -> list[Partial]:
+    """Each answer once: one whose words another kept answer already holds (or holds all of) is the same fact; the
+    first of them is kept, or with `longest` the one with most to say."""
+    groups = _same(ps, lambda p: {w for w, _, _ in evidence.words(said(p))})
+    return [max(g, key=lambda p: len(said(p))) if longest else g[0] for g in groups]
+
+
+def _said(p: Partial) -> str:
+    """A list item: the sentence that holds the quote (the quote where it has none)."""
+    return p.evidence or p.answer
+
+
+def _joined(items: list[str]) -> str:
+    """A list's items: after a whole sentence a space, after a phrase "; "."""
+    out = ""
+    for t in items:
+        out += ("" if not out else " " if out[-1] in ".!?" else "; ") + t
+    return out
 
 
 def outline(summaries: list[Partial], said: str, n: int = OUTLINE_PARTS) -> list[str]:
@@ -493,7 +515,7 @@ def outline(summaries: list[Partial], said: str, n: int = OUTLINE_PARTS) -> list
     the parts that said it: a summary another holds, or that holds another, is the same topic."""
     told = evidence.content(said)
     groups = _same([p for p in summaries if (mine := evidence.content(p.answer)) and not mine <= told],
-                   evidence.content)
+                   lambda p: evidence.content(p.answer))
     if len(groups) > n:  # keep the first and last, and the rest at even steps between
         groups = [groups[round(i * (len(groups) - 1) / max(1, n - 1))] for i in range(n)]
     return [f"{g[0].answer.rstrip('.:;, ')} ({'part' if len(g) == 1 else 'parts'} "
