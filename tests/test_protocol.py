@@ -229,16 +229,20 @@ def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answ
     assert rec.answer == str(KEY) and job.held is None and rec.citations[0][0] == at
 
 
+def _section_job(model, section: str, question: str):
+    """A job over filler with `section` after its middle sentence; the section's byte offset."""
+    filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
+    cut = filler.index(". ", len(filler) // 2) + 2
+    text = filler[:cut] + section + " " + filler[cut:]
+    return MapJob(model, WINDOW, question, model.tokenize(text), False, Request(head=[], max_tokens=16)), cut
+
+
 def test_a_heading_that_gives_way_is_weighed_as_the_sentence_after_it(model):
     """The heading holds the most of the question's words and gives way to the sentence after it, which holds no more
     of them than the quote's sentence does: the reader's quote stays the answer."""
     section = ('The "continue" statement\n\n"continue" may only occur syntactically nested in a loop. '
                "It continues with the next cycle of the nearest enclosing loop.")
-    filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
-    cut = filler.index(". ", len(filler) // 2) + 2
-    text = filler[:cut] + section + " " + filler[cut:]
-    job = MapJob(model, WINDOW, "What does the continue statement continue with?", model.tokenize(text), False,
-                 Request(head=[], max_tokens=16))
+    job, _ = _section_job(model, section, "What does the continue statement continue with?")
     holder = next(c.index for c in job.chunks if evidence.normalized(section)[0] in job._excerpt(c)[0])
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
@@ -271,11 +275,7 @@ def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_
     """The reader quotes one item; the sentence that introduces the list, through the colon, holds the question's
     words and the items, and stands for the quote's shorter sentence."""
     section = 'Here are the values that are considered false: zero and "None".'
-    filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
-    cut = filler.index(". ", len(filler) // 2) + 2
-    text = filler[:cut] + section + " " + filler[cut:]
-    job = MapJob(model, WINDOW, "Which values are considered false?", model.tokenize(text), False,
-                 Request(head=[], max_tokens=16))
+    job, cut = _section_job(model, section, "Which values are considered false?")
     assert job.kind == "list"
     holder = next(c.index for c in job.chunks if section in job._excerpt(c)[0])
     steps = protocol(job, [])
