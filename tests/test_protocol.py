@@ -230,11 +230,14 @@ def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answ
 
 
 def _section_job(model, section: str, question: str):
-    """A job over filler with `section` after its middle sentence; the section's byte offset."""
+    """A job over filler with `section` after its middle sentence; the passage that holds the whole section, and the
+    section's byte offset."""
     filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
     cut = filler.index(". ", len(filler) // 2) + 2
     text = filler[:cut] + section + " " + filler[cut:]
-    return MapJob(model, WINDOW, question, model.tokenize(text), False, Request(head=[], max_tokens=16)), cut
+    job = MapJob(model, WINDOW, question, model.tokenize(text), False, Request(head=[], max_tokens=16))
+    holder = next(c.index for c in job.chunks if evidence.normalized(section)[0] in job._excerpt(c)[0])
+    return job, holder, cut
 
 
 def test_a_heading_that_gives_way_is_weighed_as_the_sentence_after_it(model):
@@ -242,8 +245,7 @@ def test_a_heading_that_gives_way_is_weighed_as_the_sentence_after_it(model):
     of them than the quote's sentence does: the reader's quote stays the answer."""
     section = ('The "continue" statement\n\n"continue" may only occur syntactically nested in a loop. '
                "It continues with the next cycle of the nearest enclosing loop.")
-    job, _ = _section_job(model, section, "What does the continue statement continue with?")
-    holder = next(c.index for c in job.chunks if evidence.normalized(section)[0] in job._excerpt(c)[0])
+    job, holder, _ = _section_job(model, section, "What does the continue statement continue with?")
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     rec = _quoted(model, steps, " the next cycle of the nearest enclosing loop", support=6.0, grounding=9.0)
@@ -275,9 +277,8 @@ def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_
     """The reader quotes one item; the sentence that introduces the list, through the colon, holds the question's
     words and the items, and stands for the quote's shorter sentence."""
     section = 'Here are the values that are considered false: zero and "None".'
-    job, cut = _section_job(model, section, "Which values are considered false?")
+    job, holder, cut = _section_job(model, section, "Which values are considered false?")
     assert job.kind == "list"
-    holder = next(c.index for c in job.chunks if section in job._excerpt(c)[0])
     steps = protocol(job, [])
     read = _map(model, job, steps, {holder})
     check = steps.send([_record(model, ' zero' if i == holder else " none") for i in job.selected()])
