@@ -10,7 +10,8 @@ Grading (keywords are regular expressions, case aside, white space normalized):
   yes/no is wrong, not invented).
 Also one window pass per document against the map (wall time), so the map's cost is seen beside it.
 
-Run: .venv/bin/python bench/longdoc_eval.py [--half test|tune|all] [--docs gpl,apache] [--record]
+Run: .venv/bin/python bench/longdoc_eval.py [--half test|tune|all] [--docs gpl,apache] [--kinds lookup,absent]
+     [--record]
 """
 
 from __future__ import annotations
@@ -104,9 +105,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--half", choices=("test", "tune", "all"), default="test")
     ap.add_argument("--docs", default="", help="comma-separated document names (default: all)")
+    ap.add_argument("--kinds", default="", help="comma-separated question kinds (default: all)")
     ap.add_argument("--record", action="store_true", help="write bench/results/longdoc_eval.jsonl")
     ap.add_argument("--rows", default="", help="also write each question's row (with every partial) to this file")
     args = ap.parse_args()
+    if args.record and (args.docs or args.kinds):
+        ap.error("--record writes the whole half: not with --docs or --kinds")
     spec = yaml.safe_load((EVAL / "questions.yaml").read_text())
     texts = documents(spec["documents"])
     chosen = [d for d in args.docs.split(",") if d] or list(texts)
@@ -115,7 +119,8 @@ def main() -> None:
         for doc in chosen:
             text = texts[doc]
             tokens = len(e.model.tokenize(text))
-            qs = [q for q in spec["questions"][doc] if args.half == "all" or half(doc, q) == args.half]
+            qs = [q for q in spec["questions"][doc] if (args.half == "all" or half(doc, q) == args.half)
+                  and (not args.kinds or q["kind"] in args.kinds.split(","))]
             if not qs:
                 continue
             _, window_s = ask(e, qs[0]["q"], text, "window")

@@ -78,6 +78,24 @@ def test_a_tie_goes_to_the_more_relevant_passage():
     assert said("When is the fee due?", [first, second]) is None
 
 
+def test_the_passage_that_holds_most_of_the_questions_rare_words_names_required_ties_to_the_more_relevant():
+    """ "str" is in every passage of the string methods and tells none from another; "join" tells the one asked
+    about. A passage without the question's name never counts, and one holding none of its words is no pick."""
+    methods = [f"str.method{i}() Return a copy of the str with its characters changed." for i in range(8)]
+    join = "str.join(iterable) Return a string which is the concatenation of the strings in iterable."
+    passages = [*methods[:3], join, *methods[3:]]  # most relevant first: the model ranked join fourth
+    question = "What does str.join() return?"
+    weight = held.weights(held.asked(question), passages)
+    assert held.passage(question, passages, weight) == 3
+    for other in ("What does str.join() return in Python 2?", "What colour is the sky?"):  # a name none holds; no word
+        assert held.passage(other, passages, held.weights(held.asked(other), passages)) is None
+    fees = ["The fee is due within thirty days.", "A fee is due within thirty days of notice.",
+            *["The grass is green and the sky is blue."] * 10]
+    fee = held.weights(held.asked("When is the fee due?"), fees)
+    assert held.passage("When is the fee due?", fees, fee) == 0
+    assert held.passage("When is the fee due?", [fees[1], fees[0], *fees[2:]], fee) == 0
+
+
 def test_for_a_list_a_sentence_ending_with_a_colon_runs_on_through_the_items_it_introduces():
     """A list's items follow the words that introduce them. Read as sentences, the introduction restates the question
     and gives way, the items are too short to say anything, and what comes after them answers."""

@@ -68,6 +68,20 @@ def _quoted(model, steps, quote: str, support: float, grounding: float):
     return end.value.value
 
 
+def test_a_lookup_reads_the_most_relevant_passage_and_the_one_that_holds_the_questions_words(model):
+    """The model's relevance may rank passages about something else first (as it ranked str.lower()'s neighbours
+    above it): a lookup reads the most relevant passage and the one that holds the question's words, not the two
+    most relevant. Where the most relevant holds them, the second most relevant is read beside it."""
+    job, (holder,), _ = _job(model)
+    others = [i for i in range(len(job.chunks)) if i not in (holder - 1, holder, holder + 1)][:2]
+    read = _map(model, job, protocol(job, []), set(others))
+    assert job.selected() == [others[0], holder]
+    assert [r.body for r in read.requests] == [job._tokens(job.chunks[i]) for i in (others[0], holder)]
+    job, (holder,), _ = _job(model)
+    _map(model, job, protocol(job, []), {holder})
+    assert job.selected() == [holder, next(i for i in range(len(job.chunks)) if i != holder)]
+
+
 def test_a_quote_the_question_drives_is_the_answer_cited_by_its_sentence(model):
     job, (holder,), (at,) = _job(model)
     steps = protocol(job, [])

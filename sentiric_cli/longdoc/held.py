@@ -1,4 +1,4 @@
-"""The sentence that holds a question's words: pure text work, no model.
+"""The sentence (and the passage) that holds a question's words: pure text work, no model.
 
 A document answers a lookup in a sentence that restates most of the question: "You must cause any modified files
 to carry prominent notices ..." for "What must any modified files carry?". The small reader may quote another
@@ -15,6 +15,9 @@ that holds the question's words is the answer (mapreduce.add_held).
 - For a list, a sentence that ends with a colon runs on through the next: the items it introduces ("the following
   values are interpreted as false: "False", "None", numeric zero ..."). A lookup's sentences stay apart: there the
   colon's sentence is often the heading of an example, not the answer.
+- The passage that holds most of that weight (with every name and number) is read for a lookup beside the one the
+  model finds most relevant (mapreduce.selected): relevance, a small model's likelihood of the whole question, can
+  rank a passage about the same topic above the one that says the question's rare words.
 polarity.py reads yes or no off such a sentence (there each word counts one).
 """
 
@@ -75,6 +78,20 @@ def weights(a: Asked, document: list[str]) -> dict[str, float]:
 def holds(weight: dict[str, float], text: str) -> float:
     """The weight of the question's words (other than its names and numbers) that `text` holds."""
     return sum(weight[w] for w in stems(text) & weight.keys())
+
+
+def passage(question: str, passages: list[str], weight: dict[str, float]) -> int | None:
+    """The passage (most relevant first: the earlier wins a tie) that holds every name and number of the question
+    and the most weight of its other words; None where none holds any. The model's relevance can rank a passage
+    that says the question's rare words ("str.join", "Copyright" also means) below one about the same topic."""
+    named = asked(question).named
+    best: tuple[float, int] | None = None
+    for n, text in enumerate(passages):
+        mine = stems(text)
+        held = sum(weight[w] for w in mine & weight.keys())
+        if named <= mine and held > 0 and (best is None or held > best[0]):
+            best = (held, n)
+    return None if best is None else best[1]
 
 
 @dataclass

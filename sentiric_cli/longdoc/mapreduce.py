@@ -5,9 +5,10 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
 - map: every passage is read fresh with the question after it, scoring the question's tokens. Its relevance
   is how much likelier the question is after the passage than after nothing (nats per question token): the
   model's own baseline, per question, not a constant fitted to one model.
-- read: the most relevant passages are read with a quoting frame; each gives a short answer, trimmed to its
-  first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py). An echo
-  of the question's words points at the sentence that holds them: that sentence is the candidate.
+- read: the most relevant passages (for a lookup, the most relevant and the one that holds most of the question's
+  rare words) are read with a quoting frame; each gives a short answer, trimmed to its first sentence, recognised
+  as "not here" in its usual forms, and located in the passage (evidence.py). An echo of the question's words
+  points at the sentence that holds them: that sentence is the candidate.
 - check: a located quote's first tokens, as written, are scored again with a neutral question in place of
   the user's, and with an empty excerpt in place of the passage. Its support is how much likelier the
   question made them, its grounding how much likelier the passage made them (nats per token): a quote the
@@ -44,9 +45,11 @@ from sentiric_cli.longdoc.kinds import KINDS, detect
 NOT_FOUND = "The document does not seem to contain the answer."
 PASSAGE_TOKENS = 160  # a passage: a few sentences, what a small model reads well and a citation can point at
 PASSAGE_OVERLAP = 16  # a fact cut by one passage boundary is whole in the next passage
-# lookup: passages read for an answer, most relevant first. On the eval's tuning half the passage holding the answer
-# was the most relevant for 21 of 25 lookups, the second for 2, the third for none: a third read only added a chance
-# to quote something the question does not ask (bench/longdoc_eval.py)
+# lookup: passages read for an answer: the most relevant, and the one that holds most of the question's rare words
+# (else the second most relevant). On the eval's tuning half the passage holding the answer was the most relevant for
+# 21 of 25 lookups, the second for 2, the third for none: a third read only added a chance to quote something the
+# question does not ask. Of the misses, the word match ranked the holder first for "str.join()", "str.lower()", what
+# "Copyright" also means and the title of section 8 (bench/longdoc_eval.py, docs/benchmarks-history.md)
 READ_TOP = 2
 LIST_MIN, LIST_TOP = 3, 8  # list: at least and at most this many passages read (its facts are spread out)
 ANSWER_TOKENS = 32  # a partial answer: a quote, cut to its first sentence
@@ -170,6 +173,7 @@ class MapJob:
         self._asked: dict[int, float] = {}  # and those tokens' negative log-likelihood, asked the user's question
         self.held: Partial | None = None  # lookup: the sentence that holds the question's words, where it answers
         self._texts: list[str] = []  # facts: every passage's text as the map read it (normalized)
+        self._weights: dict[str, float] | None = None  # the question's words by rarity (_weight)
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
                                                        frames.COLLAPSE_CUE, raw)
         # a base model would write on past its answer line into a new example: stop at the line's end
@@ -227,13 +231,17 @@ class MapJob:
         self.relevance = [round((base - r.nll) / max(1, r.scored_tokens), 4) for r in recs[:-1]]
 
     def selected(self) -> list[int]:
-        """The passages read for an answer: the most relevant; for a list, every one that stands out of the
-        document's own spread (above the midpoint between the median and the best), LIST_MIN to LIST_TOP."""
+        """The passages read for an answer: the most relevant; for a lookup, the most relevant and the one that holds
+        most of the question's rare words (held.passage), where that is another; for a list, every one that stands
+        out of the document's own spread (above the midpoint between the median and the best), LIST_MIN to
+        LIST_TOP."""
         order = sorted(range(len(self.relevance)), key=lambda i: -self.relevance[i])
         if self.kind == "yesno":
             return order[:YESNO_TOP]
         if self.kind != "list":
-            return order[:READ_TOP]
+            first = order[:READ_TOP - 1]
+            lex = held.passage(self.question, [self._texts[i] for i in order], self._weight())
+            return first + [order[lex]] if lex is not None and order[lex] not in first else order[:READ_TOP]
         med, top = statistics.median(self.relevance), self.relevance[order[0]]
         standing = [i for i in order if self.relevance[i] >= (med + top) / 2]
         return order[:max(LIST_MIN, min(LIST_TOP, len(standing)))]
@@ -378,7 +386,7 @@ class MapJob:
             return
         listed = self.kind == "list"
         excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
-        weight = held.weights(held.asked(self.question), self._texts)
+        weight = self._weight()
         said = held.sentence(self.question, [text for text, _ in excerpts], weight, listed)
         if said is None:
             return
@@ -391,6 +399,12 @@ class MapJob:
         self.held = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text[s:e],
                             round(said.held / said.asked, 4), relevance=self.relevance[i], verdict="sentence",
                             evidence=text[s:e], evidence_span=(self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1)))
+
+    def _weight(self) -> dict[str, float]:
+        """The question's words, weighed by how rarely the document's passages say them (held.weights); once."""
+        if self._weights is None:
+            self._weights = held.weights(held.asked(self.question), self._texts)
+        return self._weights
 
     # ---- reduce
 
