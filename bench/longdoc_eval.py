@@ -136,7 +136,8 @@ def main() -> None:
                                  relevance=[p.relevance for p in rec.partials if p.chunk in rec.cited_chunks],
                                  verdicts=[p.verdict for p in rec.partials],
                                  partials=[dict(answer=p.answer, verdict=p.verdict, relevance=p.relevance,
-                                                support=p.support, grounding=p.grounding)
+                                                support=p.support, grounding=p.grounding, chunk=p.chunk,
+                                                confidence=p.confidence, evidence=p.evidence[:200])
                                            for p in rec.partials if rec.kind != "overview"]))
                 print(f"{doc} {rows[-1]['times']}x [{q['kind']}->{rec.kind}] {score:.2f}{' INVENTED' if invented else ''} "
                       f"{q['q']!r} -> {rec.answer[:100]!r} ({seconds:.0f} s, window {window_s:.0f} s) "

@@ -106,3 +106,23 @@ def test_for_a_list_a_sentence_ending_with_a_colon_runs_on_through_the_items_it_
     assert said(question, [passage], document, listed=True) == (
         'Here are the values that are considered false: "None" and "False".')
     assert said(question, [passage], document) == "Zero of any numeric type is false too."  # a lookup's sentences
+
+
+def test_the_words_that_only_make_it_a_question_are_not_asked():
+    """The answer says "perpetual" for "How long", "a non-profit organization" for "What kind of organization":
+    neither repeats the question phrase's word, which a document seldom says and which would weigh most."""
+    grant = ["3. Grant of Patent License. Subject to the terms and conditions of this License, each Contributor "
+             "hereby grants to You a perpetual, worldwide, non-exclusive, no-charge, royalty-free, irrevocable patent "
+             "license to make, use, sell and import the Work."]
+    document = grant + ["You may add Your own copyright statement to Your modifications."] * 20
+    question = "How long does the patent license granted by a Contributor last?"
+    assert "long" not in held.asked(question).words and "last" in held.asked(question).words
+    assert said(question, grant, document).startswith("Subject to the terms and conditions of this License, each")
+    psf = ["In 2001, the Python Software Foundation was formed, a non-profit organization created to own Python-"
+           "related Intellectual Property. Zope Corporation was a sponsoring member of the PSF."]
+    a = held.asked("What kind of organization is the Python Software Foundation?")
+    assert a.words == {"organization", "python", "softwar", "foundation"} and "kind" not in a.named
+    assert said("What kind of organization is the Python Software Foundation?", psf).startswith("In 2001, the Python")
+    # "many" stays asked: a sentence that holds a number need not say how many
+    assert "many" in held.asked("How many developers moved to BeOpen.com?").words
+    assert said("How many kinds of organization is the Python Software Foundation?", psf) is None

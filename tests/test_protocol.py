@@ -243,6 +243,67 @@ def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answ
     assert rec.answer == str(KEY) and job.held is None and rec.citations[0][0] == at
 
 
+def test_a_quote_whose_sentence_lacks_a_name_asked_gives_way_to_the_sentence_that_holds_it(model):
+    """The quote's sentence holds as much of the question's other words ("refers"), but not the name it asks about:
+    the sentence that holds "the Program" answers, and the quote is shown beside it."""
+    section = ('"This License" refers to version 3 of the GNU General Public License. '
+               '"The Program" refers to any copyrightable work licensed under this License.')
+    job, holder, _ = _section_job(model, section, 'What does "the Program" refer to?')
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    rec = _quoted(model, steps, " version 3 of the GNU General Public License", support=6.0, grounding=9.0)
+    assert job.partials[holder].verdict == "answer"
+    assert rec.answer == ('"The Program" refers to any copyrightable work licensed under this License. '
+                          "(other passages say: version 3 of the GNU General Public License)")
+
+
+def _two_quotes(model, first: str, second: str, quotes: tuple[str, str], support: tuple[float, float],
+                grounding: tuple[float, float]):
+    """A job over filler with `first` at a third and `second` at two thirds, asked where CNRI is; the passage of
+    `first` the most relevant, of `second` the next. Each quotes its quote, checked with its support and grounding
+    (nats per token). Returns the record and the two passages."""
+    filler, _ = documents(sentences_for(model, 6 * WINDOW), [], seed=5)
+    cuts = [filler.index(". ", len(filler) * k // 3) + 2 for k in (1, 2)]
+    text = filler[:cuts[0]] + first + " " + filler[cuts[0]:cuts[1]] + second + " " + filler[cuts[1]:]
+    job = MapJob(model, WINDOW, "In which town is CNRI located?", model.tokenize(text), False,
+                 Request(head=[], max_tokens=16))
+    a, b = (next(c.index for c in job.chunks if s in job._excerpt(c)[0]) for s in (first, second))
+    steps = protocol(job, [])
+    first_round = next(steps)
+    n = len(job.q_tokens)
+    steps.send([_record(model, nll=n * {a: 1.0, b: 2.0}.get(i, 4.0) if i < len(job.chunks) else n * 5.0, scored=n)
+                for i in range(len(first_round.requests))])
+    assert job.selected() == [a, b]
+    check = steps.send([_record(model, " " + q) for q in quotes])
+    assert check.name == "check" and len(check.requests) == 4  # each quote: a neutral question, an empty excerpt
+    ns = [len(r.body) for r in check.requests]
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, nll=m * (0.01 + x), scored=m) for m, x in zip(ns, support + grounding, strict=True)])
+    assert job.held is None  # no sentence holds "town" or "located": the quotes decide
+    return end.value.value, a, b
+
+
+def test_the_quote_whose_sentence_holds_the_name_asked_answers_before_a_better_supported_one(model):
+    """The more relevant passage's quote is the better supported, but its sentence does not name CNRI: a governing-
+    law clause, about the question's topic, not about CNRI."""
+    rec, a, b = _two_quotes(model, "The law of the Commonwealth of Virginia governs this agreement.",
+                            "CNRI has an office in Reston, VA.", ("Virginia", "Reston, VA"), (5.0, 3.0), (4.0, 2.4))
+    assert rec.answer == "Reston, VA (other passages say: Virginia)" and rec.cited_chunks == [b]
+
+
+def test_among_quotes_whose_sentences_hold_as_much_the_best_supported_answers(model):
+    """Both sentences name CNRI and nothing else asked: the quote with the higher confidence (the weaker of its support
+    and grounding) answers, though the other's passage is the more relevant; the other is shown beside it."""
+    rec, a, b = _two_quotes(model, "CNRI once argued a case under the law of Virginia.",
+                            "CNRI has an office in Reston, VA.", ("Virginia", "Reston, VA"), (5.0, 3.0), (1.0, 2.4))
+    confidence = {p.chunk: p.confidence for p in rec.partials}
+    assert confidence[a] < confidence[b]
+    assert rec.answer == "Reston, VA (other passages say: Virginia)" and rec.cited_chunks == [b]
+    rec, a, b = _two_quotes(model, "CNRI once argued a case under the law of Virginia.",
+                            "CNRI has an office in Reston, VA.", ("Virginia", "Reston, VA"), (5.0, 3.0), (4.0, 2.4))
+    assert rec.answer == "Virginia (other passages say: Reston, VA)" and rec.cited_chunks == [a]
+
+
 def _section_job(model, section: str, question: str):
     """A job over filler with `section` after its middle sentence; the passage that holds the whole section, and the
     section's byte offset."""

@@ -7,6 +7,9 @@ that holds the question's words is the answer (mapreduce.add_held).
 - It must hold every name and number the question asks about ("1.6.1", "GPL") and more than half of its other
   words: a sentence that holds the names alone is about the same thing, not about what is asked ("the Free Software
   Foundation, either version 3 ..." for "Which city is the Free Software Foundation located in?").
+- The words that only make it a question are not asked: "long" in "How long" (the answer says "perpetual" or
+  "three years"), "kind" in "What kind of organization" ("a non-profit organization"). "many" stays: a sentence
+  that holds some number need not say how many.
 - Those words count by how rarely the document says them (sentences that hold them, against all): "str", in every
   sentence of the string methods, tells none from another; "strip" tells the one about strip(). A word the document
   never says weighs most, so a question about what it does not say seldom finds a sentence that holds more than half.
@@ -34,6 +37,10 @@ from sentiric_cli.longdoc.evidence import _STOP, echoes, sentence_bounds, words
 PREPOSITIONS = set("about above across after against along among around before behind below beneath beside between "
                    "beyond during except inside near off onto out outside over per since through throughout toward "
                    "towards under until upon via within without".split())
+# "How long", "How often": the question asks for a duration, a frequency, a distance or an age, which the answer
+# gives without the word. "many" and "much" stay asked: a sentence that holds a number need not be a count
+MEASURES = {"long", "often", "far", "old", "soon"}
+SORTS = {"kind", "kinds", "type", "types", "sort", "sorts"}  # "What kind of": the phrase asks; the word after it is asked
 HEADING_WORDS = 4  # a line of fewer words is a heading or a rule, not a sentence that says something
 
 
@@ -62,10 +69,20 @@ class Asked:
 
 
 def asked(question: str, form: Callable[[str], str] = root) -> Asked:
-    wanted = {form(w) for w, _, _ in words(question) if w not in _STOP and w not in PREPOSITIONS}
-    named = {form(w) for w, s, _ in words(question) if form(w) in wanted and s > 0 and (
+    """The question's words, small words, prepositions and the words of its question phrase aside."""
+    ws = words(question)
+    phrase = _phrase(ws)
+    wanted = {form(w) for k, (w, _, _) in enumerate(ws) if w not in _STOP and w not in PREPOSITIONS and k not in phrase}
+    named = {form(w) for k, (w, s, _) in enumerate(ws) if form(w) in wanted and s > 0 and k not in phrase and (
         question[s].isupper() or any(ch.isdigit() for ch in w))}
     return Asked(wanted, named)
+
+
+def _phrase(ws: list[tuple[str, int, int]]) -> set[int]:
+    """The words that only make the question a question, which the answer does not repeat: "long" in "How long"
+    ("perpetual", "three years"), "kind" in "What kind of organization" ("a non-profit organization")."""
+    return {k for k in range(1, len(ws)) if (ws[k - 1][0] == "how" and ws[k][0] in MEASURES) or (
+        ws[k][0] in SORTS and ws[k - 1][0] in ("what", "which") and k + 1 < len(ws) and ws[k + 1][0] == "of")}
 
 
 def weights(a: Asked, document: list[str]) -> dict[str, float]:

@@ -16,8 +16,9 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   nothing to read (its prior for the question: "C" for a programming language) gains no grounding. An echo's
   sentence, which the read did not write, is also scored after the passage with the user's question; the echo
   chose it, so it needs only to be no likelier with the neutral question.
-- reduce, by kind: lookup, the best-supported answer (others shown as conflicts), or the sentence of the passages
-  read that holds the question's words where the answer's sentence holds fewer of them (held.py); list, the union
+- reduce, by kind: lookup, the supported quote whose sentence holds the question's names and most of its words, then
+  the best-supported (others shown as conflicts); or the sentence of the passages read that holds the question's
+  words, where the quote's sentence holds fewer of them or lacks a name asked about (held.py); list, the union
   of the distinct sentences that hold the supported answers and of the sentence that holds the question's words;
   yes/no, from the sentence of the most relevant passages that holds the question's words (a negation there: no),
   else from the model's lean on the most relevant one. None supported: NOT_FOUND.
@@ -89,7 +90,7 @@ class Partial:
     # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt) | lean (yes/no: the model's
     # word on the most relevant passage, shown where a sentence that holds the question's words answered instead) |
     # sentence (lookup: the sentence of the passages read that holds the question's words, the answer where no quote
-    # was supported or the quote's sentence holds fewer of them; held.py)
+    # was supported or the quote's sentence holds fewer of them or lacks a name asked about; held.py)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
@@ -391,14 +392,28 @@ class MapJob:
         if said is None:
             return
         i, (text, where), (s, e) = chosen[said.passage], excerpts[said.passage], said.sentence
-        quoted = sorted(self.supported(), key=lambda p: -p.relevance)
-        # weighed as the sentence that answers: a heading that held the words gave way to the sentence after it
-        if not listed and quoted and held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e]):
+        quoted = self._best()
+        # weighed as the sentence that answers: a heading that held the words gave way to the sentence after it. A
+        # quote's sentence without a name the question asks about holds less: '"This License" refers to ...' does
+        # not answer what "the Program" refers to, though it holds "refers"
+        if not listed and quoted and held.asked(self.question).named <= held.stems(quoted[0].evidence) and (
+                held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e])):
             return
         c = self.chunks[i]
         self.held = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text[s:e],
                             round(said.held / said.asked, 4), relevance=self.relevance[i], verdict="sentence",
                             evidence=text[s:e], evidence_span=(self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1)))
+
+    def _best(self) -> list[Partial]:
+        """Supported quotes, the best first: the one whose sentence holds the question's names and the most weight of
+        its words (as add_held weighs the sentence that holds them), then the best-supported (the highest confidence:
+        the weaker of support and grounding), then the more relevant passage. Neither relevance nor support alone
+        says which quote answers: "2021", from a list of copyright years, was better supported than "2001", from "In
+        2001, the Python Software Foundation ... was formed"; "Virginia", from a governing-law clause, came from a
+        more relevant passage than "Reston, VA", from the sentence that names CNRI's office."""
+        named, weight = held.asked(self.question).named, self._weight()
+        return sorted(self.supported(), key=lambda p: (not named <= held.stems(p.evidence),
+                                                       -held.holds(weight, p.evidence), -p.confidence, -p.relevance))
 
     def _weight(self) -> dict[str, float]:
         """The question's words, weighed by how rarely the document's passages say them (held.weights); once."""
@@ -426,9 +441,8 @@ class MapJob:
             cited = found[:1]
             answer = f"{cited[0].answer}, from: \"{cited[0].evidence}\""
         else:
-            # the sentence that holds the question's words where it answers (add_held), else the passage most about
-            # the question
-            ranked = _distinct(sorted(found, key=lambda p: (p is not self.held, -p.relevance)))
+            # the sentence that holds the question's words where it answers (add_held), else the best-supported quote
+            ranked = _distinct(([self.held] if self.held else []) + self._best())
             cited, conflicts = ranked[:1], [p.answer for p in ranked[1:]]
             answer = cited[0].answer + (f" (other passages say: {'; '.join(conflicts)})" if conflicts else "")
         return self._record(answer, bool(found), phases, cited, conflicts)
