@@ -248,10 +248,8 @@ def test_a_quote_whose_sentence_lacks_a_name_asked_gives_way_to_the_sentence_tha
     the sentence that holds "the Program" answers, and the quote is shown beside it."""
     section = ('"This License" refers to version 3 of the GNU General Public License. '
                '"The Program" refers to any copyrightable work licensed under this License.')
-    job, holder, _ = _section_job(model, section, 'What does "the Program" refer to?')
-    steps = protocol(job, [])
-    _map(model, job, steps, {holder})
-    rec = _quoted(model, steps, " version 3 of the GNU General Public License", support=6.0, grounding=9.0)
+    job, holder, rec = _section_quoted(model, section, 'What does "the Program" refer to?',
+                                       " version 3 of the GNU General Public License")
     assert job.partials[holder].verdict == "answer"
     assert rec.answer == ('"The Program" refers to any copyrightable work licensed under this License. '
                           "(other passages say: version 3 of the GNU General Public License)")
@@ -315,15 +313,22 @@ def _section_job(model, section: str, question: str):
     return job, holder, cut
 
 
+def _section_quoted(model, section: str, question: str, quote: str):
+    """_section_job's passage the most relevant, quoting `quote`, which the check supports (_quoted): the job, the
+    passage and the record."""
+    job, holder, _ = _section_job(model, section, question)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    return job, holder, _quoted(model, steps, quote, support=6.0, grounding=9.0)
+
+
 def test_a_heading_that_gives_way_is_weighed_as_the_sentence_after_it(model):
     """The heading holds the most of the question's words and gives way to the sentence after it, which holds no more
     of them than the quote's sentence does: the reader's quote stays the answer."""
     section = ('The "continue" statement\n\n"continue" may only occur syntactically nested in a loop. '
                "It continues with the next cycle of the nearest enclosing loop.")
-    job, holder, _ = _section_job(model, section, "What does the continue statement continue with?")
-    steps = protocol(job, [])
-    _map(model, job, steps, {holder})
-    rec = _quoted(model, steps, " the next cycle of the nearest enclosing loop", support=6.0, grounding=9.0)
+    job, holder, rec = _section_quoted(model, section, "What does the continue statement continue with?",
+                                       " the next cycle of the nearest enclosing loop")
     assert rec.answer == "the next cycle of the nearest enclosing loop" and job.held is None
 
 
