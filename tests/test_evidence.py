@@ -101,6 +101,8 @@ def test_normalized_text_maps_back_to_the_original():
     ("Is it red or blue?", "lookup"), ('Do "and" and "or" restrict the value they return?', "yesno"),
     ("Which methods return view objects?", "list"), ("What kinds of literals does Python support?", "list"),
     ("Which company was a sponsoring member?", "lookup"), ("Which court has jurisdiction?", "lookup"),
-    ("Which status is shown?", "lookup"), ("Which court settles disputes?", "lookup")])
+    ("Which status is shown?", "lookup"), ("Which court settles disputes?", "lookup"),
+    ("What conditions must you meet?", "list"), ("What happens when it ends?", "lookup"),
+    ("Which built-in objects are false?", "list")])
 def test_the_kind_of_a_question_comes_from_its_wording(question, kind):
     assert detect(question) == kind

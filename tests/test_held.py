@@ -126,3 +126,45 @@ def test_the_words_that_only_make_it_a_question_are_not_asked():
     # "many" stays asked: a sentence that holds a number need not say how many
     assert "many" in held.asked("How many developers moved to BeOpen.com?").words
     assert said("How many kinds of organization is the Python Software Foundation?", psf) is None
+
+
+def test_a_list_is_answered_by_its_introduction_first_and_parallel_sentences_all_answer():
+    """Of the sentences that hold more than half of a list question's words, the one whose colon a marked item
+    follows comes first, though another holds a little more ("additional"); sentences that hold as much each answer."""
+    passage = ("You may place additional permissions on material, added by you to a covered work, for which you have "
+               "permission.\nFor material you add to a covered work, you may supplement the terms of this License "
+               "with terms:\na) Disclaiming warranty; or\nb) Requiring preservation of legal notices.")
+    document = [passage, *["The grass is green and the sky is blue."] * 10, "Additional terms apply to the work."]
+    question = "Which additional terms may you add to material you add to a covered work?"
+    assert said(question, [passage], document, listed=True) == (
+        "For material you add to a covered work, you may supplement the terms of this License with terms:\n"
+        "a) Disclaiming warranty;")
+    assert said(question, [passage], document).startswith("You may place additional permissions")  # a lookup's
+    # numbered items: "steps:" and "1." read as one sentence, the item's words as the next; still an introduction
+    steps = ("The basic steps of an import statement are described below in detail.\nAn import statement is "
+             "executed in two steps:\n1. find a module\n2. define a name")
+    weight = held.weights(held.asked("What are the steps of a basic import statement?"), [steps, *document])
+    found = held.sentences("What are the steps of a basic import statement?", [steps], weight, listed=True)
+    assert steps[slice(*found[0].sentence)] == "An import statement is executed in two steps:\n1."
+    loops = ['"break" may only occur nested in a loop. It ends the loop.',
+             '"continue" may only occur nested in a loop. It goes on with the next cycle.']
+    weight = held.weights(held.asked("Which statements may occur only nested in a loop?"), [*loops, *document])
+    found = held.sentences("Which statements may occur only nested in a loop?", loops, weight, listed=True)
+    assert [loops[h.passage][h.sentence[0]:h.sentence[1]] for h in found] == [
+        '"break" may only occur nested in a loop.', '"continue" may only occur nested in a loop.']
+    assert len(held.sentences("Which statements may occur only nested in a loop?", loops, weight)) == 1  # a lookup
+
+
+def test_a_sections_label_is_asked_of_the_passage():
+    """"6" in "listed in section 6" is in the section's heading, not in the sentence that lists: the passage must hold
+    it."""
+    question = "What are the ways of conveying object code listed in section 6?"
+    a = held.asked(question)
+    assert a.where == {"6"} and "6" not in a.words and {"section", "convey"} <= a.words
+    six = "6. Conveying Non-Source Forms.\nYou may convey object code in one of these ways:\na) Convey it on a disk."
+    five = six.replace("6.", "5.")
+    document = [six, *["The grass is green and the sky is blue."] * 10]
+    weight = held.weights(a, document)
+    assert held.passage(question, [five, six], weight) == 1
+    assert said(question, [five], document, listed=True) is None
+    assert said(question, [six], document, listed=True).startswith("You may convey object code in one of these ways:")

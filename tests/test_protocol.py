@@ -371,6 +371,51 @@ def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_
     assert "1 supported (with the sentence that holds the question's words)" in map_summary(rec, 4)
 
 
+def test_a_list_also_reads_the_passage_that_holds_the_questions_words_where_relevance_did_not_choose_it(model):
+    job, (holder,), _ = _job(model, "What are the pass keys?")
+    assert job.kind == "list"
+    others = [i for i in range(len(job.chunks)) if i not in (holder - 1, holder, holder + 1)][:LIST_MIN]
+    read = _map(model, job, protocol(job, []), set(others))
+    assert job.selected() == [*others, holder] and len(read.requests) == LIST_MIN + 1
+    job, (holder,), _ = _job(model, "What are the pass keys?")
+    others[-1] = holder  # chosen already: read once
+    _map(model, job, protocol(job, []), set(others))
+    assert sorted(job.selected()) == sorted(others)
+
+
+def test_a_lists_introduction_runs_on_through_its_marked_items_past_the_passage(model):
+    """The reader quotes one item; the sentence that introduces the list (in the passage that holds section 6's
+    heading) answers with every marked item after it, each by its first sentence, read off the document past the
+    passage's end, and cites them through the last."""
+    ways = [f"    {m}) Convey the object code {how}, as this paragraph says at some length so that the list of ways\n"
+            "    runs on past the passage that holds its introduction. It says more here." for m, how in
+            zip("abcde", ("in a physical product", "with a written offer", "in individual copies",
+                          "from a designated place", "by peer-to-peer transmission"), strict=True)]
+    section = ("6. Conveying Non-Source Forms.\n\n  You may convey object code in one of these ways:\n\n"
+               + "\n\n".join(ways) + "\n\n  A separable portion need not be included.")
+    filler, _ = documents(sentences_for(model, 3 * WINDOW), [], seed=5)
+    cut = filler.index(". ", len(filler) // 2) + 2
+    text = filler[:cut] + section + " " + filler[cut:]
+    job = MapJob(model, WINDOW, "What are the ways of conveying object code listed in section 6?", model.tokenize(text),
+                 False, Request(head=[], max_tokens=16))
+    assert job.kind == "list"
+    holder = next(c.index for c in job.chunks if "one of these ways:" in job._excerpt(c)[0])
+    assert "peer-to-peer" not in job._excerpt(job.chunks[holder])[0]  # the items run on past the passage
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    check = steps.send([_record(model, " Convey the object code in a physical product" if i == holder else " none")
+                        for i in job.selected()])
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
+    rec = end.value.value
+    firsts = [" ".join(w.split()).split(" It says")[0].strip() for w in ways]
+    assert job.held is not None and job.held.answer == " ".join(
+        ["You may convey object code in one of these ways:", *firsts])
+    assert rec.answer == job.held.answer  # the quote's sentence, item a's, is one of its items
+    start = cut + section.index("You may convey")
+    assert rec.citations == [(start, cut + section.index("  A separable") - 2)]
+
+
 def test_overview_collapses_the_chunks_summaries(model):
     text, _ = document(sentences_for(model, 4 * WINDOW), 0.5, KEY, seed=5)
     job = MapJob(model, WINDOW, "What is this document about?", model.tokenize(text), False,

@@ -17,7 +17,11 @@ that holds the question's words is the answer (mapreduce.add_held).
   rule) gives way to the sentence after it.
 - For a list, a sentence that ends with a colon runs on through the next: the items it introduces ("the following
   values are interpreted as false: "False", "None", numeric zero ..."). A lookup's sentences stay apart: there the
-  colon's sentence is often the heading of an example, not the answer.
+  colon's sentence is often the heading of an example, not the answer. Of a list's sentences that hold more than
+  half, one whose colon a marked item follows comes first (items.py), and others that hold as much are answers
+  too (parallel sentences: '"break" may only occur ...', '"continue" may only occur ...').
+- A section's label ("6" in "listed in section 6") is said in its heading, not in its sentences: the passage must
+  hold it, the sentence need not.
 - The passage that holds most of that weight (with every name and number) is read for a lookup beside the one the
   model finds most relevant (mapreduce.selected): relevance, a small model's likelihood of the whole question, can
   rank a passage about the same topic above the one that says the question's rare words.
@@ -28,9 +32,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
+from sentiric_cli.longdoc import items
 from sentiric_cli.longdoc.evidence import _STOP, echoes, sentence_bounds, words
 
 # prepositions _STOP lacks: "under this license" asks nothing a sentence must repeat
@@ -41,6 +46,8 @@ PREPOSITIONS = set("about above across after against along among around before b
 # gives without the word. "many" and "much" stay asked: a sentence that holds a number need not be a count
 MEASURES = {"long", "often", "far", "old", "soon"}
 SORTS = {"kind", "kinds", "type", "types", "sort", "sorts"}  # "What kind of": the phrase asks; the word after it is asked
+# "in section 6", "of article 3.2": where the answer is, given by a label that contains a digit
+SECTIONS = {"section", "sections", "subsection", "chapter", "article", "clause", "paragraph", "part", "appendix"}
 HEADING_WORDS = 4  # a line of fewer words is a heading or a rule, not a sentence that says something
 
 
@@ -66,16 +73,19 @@ def stems(text: str) -> set[str]:
 class Asked:
     words: set[str]  # the stems of the question's words, small words and prepositions aside
     named: set[str]  # those written with a capital (not the question's first word) or a digit: "CNRI", "1.6.1"
+    where: set[str] = field(default_factory=set)  # the labels of the sections it names ("6" in "in section 6"):
+    # said in the section's heading, not in its sentences, so asked of the passage, not of the sentence
 
 
 def asked(question: str, form: Callable[[str], str] = root) -> Asked:
     """The question's words, small words, prepositions and the words of its question phrase aside."""
     ws = words(question)
-    phrase = _phrase(ws)
+    place = {k for k in range(1, len(ws)) if ws[k - 1][0] in SECTIONS and any(ch.isdigit() for ch in ws[k][0])}
+    phrase = _phrase(ws) | place
     wanted = {form(w) for k, (w, _, _) in enumerate(ws) if w not in _STOP and w not in PREPOSITIONS and k not in phrase}
     named = {form(w) for k, (w, s, _) in enumerate(ws) if form(w) in wanted and s > 0 and k not in phrase and (
         question[s].isupper() or any(ch.isdigit() for ch in w))}
-    return Asked(wanted, named)
+    return Asked(wanted, named, {form(ws[k][0]) for k in place})
 
 
 def _phrase(ws: list[tuple[str, int, int]]) -> set[int]:
@@ -101,12 +111,12 @@ def passage(question: str, passages: list[str], weight: dict[str, float]) -> int
     """The passage (most relevant first: the earlier wins a tie) that holds every name and number of the question
     and the most weight of its other words; None where none holds any. The model's relevance can rank a passage
     that says the question's rare words ("str.join", "Copyright" also means) below one about the same topic."""
-    named = asked(question).named
+    a = asked(question)
     best: tuple[float, int] | None = None
     for n, text in enumerate(passages):
         mine = stems(text)
         held = sum(weight[w] for w in mine & weight.keys())
-        if named <= mine and held > 0 and (best is None or held > best[0]):
+        if a.named | a.where <= mine and held > 0 and (best is None or held > best[0]):
             best = (held, n)
     return None if best is None else best[1]
 
@@ -122,26 +132,44 @@ class Held:
 def sentence(question: str, passages: list[str], weight: dict[str, float], listed: bool = False) -> Held | None:
     """The sentence of `passages` (most relevant first: the earlier wins a tie) that holds every name and number of
     the question and most of the weight of its other words (`weights`), more than half of it; None when none does.
-    `listed` (a list question): a sentence ending with a colon and the next are one."""
+    `listed` (a list question): a sentence ending with a colon and the next are one, and of the sentences holding
+    more than half, one that introduces marked items (items.py) comes first: a list is answered by its introduction
+    ("... supplement the terms of this License with terms:", for which terms may be added) before a sentence that
+    holds a little more of the question's words and lists nothing."""
+    found = sentences(question, passages, weight, listed)
+    return found[0] if found else None
+
+
+def sentences(question: str, passages: list[str], weight: dict[str, float], listed: bool = False) -> list[Held]:
+    """`sentence`, and with `listed` also every other sentence that holds as much of the question's words: parallel
+    sentences each answer ('"break" may only occur ... nested in a loop', '"continue" may only occur ...')."""
     a = asked(question)
     total = sum(weight.values())
-    best: tuple[float, int, list[int], int] | None = None  # held, passage, its sentence bounds, the sentence's index
+    # rank (introduces items, weight held: rounded, so parallel sentences tie), passage, its sentence bounds, index
+    found: list[tuple[tuple[bool, float], int, list[int], int]] = []
     for n, text in enumerate(passages):
+        if not a.where <= stems(text):  # a section's label is in its heading, in the passage
+            continue
         bounds = _bounds(text, listed)
         for k in range(len(bounds) - 1):
             mine = stems(text[bounds[k]:bounds[k + 1]])
-            held = sum(weight[w] for w in mine & weight.keys())
-            if a.named <= mine and (best is None or held > best[0]):
-                best = (held, n, bounds, k)
-    if best is None or 2 * best[0] <= total:
-        return None
-    held, n, bounds, k = best
-    text = passages[n]
-    while k + 2 < len(bounds) and _heading(text[bounds[k]:bounds[k + 1]], question):
-        k += 1
-    if _heading(text[bounds[k]:bounds[k + 1]], question):
-        return None
-    return Held(n, (bounds[k], len(text[:bounds[k + 1]].rstrip())), held, total)
+            if a.named <= mine:
+                held = round(sum(weight[w] for w in mine & weight.keys()), 6)
+                lists = listed and items.colon(text[bounds[k]:], bounds[k + 1] - bounds[k]) is not None
+                found.append(((2 * held > total and lists, held), n, bounds, k))
+    found.sort(key=lambda f: (not f[0][0], -f[0][1]))  # stable: the earlier passage and sentence win a tie
+    if not found or 2 * found[0][0][1] <= total:
+        return []
+    out = []
+    for rank, n, bounds, k in found if listed else found[:1]:
+        if rank != found[0][0]:
+            break
+        text = passages[n]
+        while k + 2 < len(bounds) and _heading(text[bounds[k]:bounds[k + 1]], question):
+            k += 1
+        if not _heading(text[bounds[k]:bounds[k + 1]], question):
+            out.append(Held(n, (bounds[k], len(text[:bounds[k + 1]].rstrip())), rank[1], total))
+    return out
 
 
 def _bounds(text: str, listed: bool) -> list[int]:

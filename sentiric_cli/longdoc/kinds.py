@@ -21,8 +21,9 @@ _OVERVIEW = re.compile(
     r"what does (?:this|the) (?:document|text|file|book|chapter|section|article|essay|license) (?:cover|say|discuss)|"
     r"topics? (?:of|in|does))\b", re.IGNORECASE)
 _LIST = re.compile(
-    r"^\s*(?:list|name|enumerate|give)\b|\b(?:all|every|each)\s+(?:the\s+)?\w+|\bwhich\s+\w+(?:\s+\w+)?\s+(?:are|were)\b|"
-    r"\bwhich\s+(?:\w+\s+)?\w+[^\Ws]s\s+(?:are|were|may|can|could|do|did|have|had|must|should|will|would)\b|"
+    r"^\s*(?:list|name|enumerate|give)\b|\b(?:all|every|each)\s+(?:the\s+)?\w+|\bwhich\s+[\w-]+(?:\s+\w+)?\s+(?:are|were)\b|"
+    # "Which terms may ...", "What conditions must ...": a plural, then a verb that asks of several
+    r"\b(?:which|what)\s+(?:\w+\s+)?\w+[^\Ws]s\s+(?:are|were|may|can|could|do|did|have|had|must|should|will|would)\b|"
     r"\bexamples?\s+of\b|\bwhat\s+(?:kinds|types|sorts)\s+of\b|"
     # "Which methods return ...": a plural right after "which" asks for several; not "Which status is", and not a
     # verb after a singular ("Which court settles ...")

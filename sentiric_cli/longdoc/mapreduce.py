@@ -6,9 +6,9 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   is how much likelier the question is after the passage than after nothing (nats per question token): the
   model's own baseline, per question, not a constant fitted to one model.
 - read: the most relevant passages (for a lookup, the most relevant and the one that holds most of the question's
-  rare words) are read with a quoting frame; each gives a short answer, trimmed to its first sentence, recognised
-  as "not here" in its usual forms, and located in the passage (evidence.py). An echo of the question's words
-  points at the sentence that holds them: that sentence is the candidate.
+  rare words; for a list, that one too) are read with a quoting frame; each gives a short answer, trimmed to its
+  first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py). An echo
+  of the question's words points at the sentence that holds them: that sentence is the candidate.
 - check: a located quote's first tokens, as written, are scored again with a neutral question in place of
   the user's, and with an empty excerpt in place of the passage. Its support is how much likelier the
   question made them, its grounding how much likelier the passage made them (nats per token): a quote the
@@ -19,7 +19,8 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
 - reduce, by kind: lookup, the supported quote whose sentence holds the question's names and most of its words, then
   the best-supported (others shown as conflicts); or the sentence of the passages read that holds the question's
   words, where the quote's sentence holds fewer of them or lacks a name asked about (held.py); list, the union
-  of the distinct sentences that hold the supported answers and of the sentence that holds the question's words;
+  of the distinct sentences that hold the supported answers and of the sentences that hold the question's words
+  (an introduction with the marked items after it: items.py);
   yes/no, from the sentence of the most relevant passages that holds the question's words (a negation there: no),
   else from the model's lean on the most relevant one. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
@@ -39,7 +40,7 @@ from sentiric_cli.engine.prompt import MARK, byte_offsets, frame
 from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.longdoc import evidence, frames, held, polarity
+from sentiric_cli.longdoc import evidence, frames, held, items, polarity
 from sentiric_cli.longdoc.chunks import Chunk, split
 from sentiric_cli.longdoc.kinds import KINDS, detect
 
@@ -90,7 +91,8 @@ class Partial:
     # (as likely with a neutral question) | ungrounded (as likely with an empty excerpt) | lean (yes/no: the model's
     # word on the most relevant passage, shown where a sentence that holds the question's words answered instead) |
     # sentence (lookup: the sentence of the passages read that holds the question's words, the answer where no quote
-    # was supported or the quote's sentence holds fewer of them or lacks a name asked about; held.py)
+    # was supported or the quote's sentence holds fewer of them or lacks a name asked about; list: such sentences,
+    # an introduction with its marked items; held.py, items.py)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
@@ -173,6 +175,7 @@ class MapJob:
         self._written: dict[int, list[int]] = {}  # their first tokens as written
         self._asked: dict[int, float] = {}  # and those tokens' negative log-likelihood, asked the user's question
         self.held: Partial | None = None  # lookup: the sentence that holds the question's words, where it answers
+        self.also: list[Partial] = []  # list: other sentences that hold as much of them
         self._texts: list[str] = []  # facts: every passage's text as the map read it (normalized)
         self._weights: dict[str, float] | None = None  # the question's words by rarity (_weight)
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
@@ -235,17 +238,20 @@ class MapJob:
         """The passages read for an answer: the most relevant; for a lookup, the most relevant and the one that holds
         most of the question's rare words (held.passage), where that is another; for a list, every one that stands
         out of the document's own spread (above the midpoint between the median and the best), LIST_MIN to
-        LIST_TOP."""
+        LIST_TOP, and that one where it is not among them (the introduction of a list can say the question's words
+        in a passage the model ranks low)."""
         order = sorted(range(len(self.relevance)), key=lambda i: -self.relevance[i])
         if self.kind == "yesno":
             return order[:YESNO_TOP]
+        lex = held.passage(self.question, [self._texts[i] for i in order], self._weight())
+        words = [] if lex is None else [order[lex]]
         if self.kind != "list":
             first = order[:READ_TOP - 1]
-            lex = held.passage(self.question, [self._texts[i] for i in order], self._weight())
-            return first + [order[lex]] if lex is not None and order[lex] not in first else order[:READ_TOP]
+            return first + words if words and words[0] not in first else order[:READ_TOP]
         med, top = statistics.median(self.relevance), self.relevance[order[0]]
         standing = [i for i in order if self.relevance[i] >= (med + top) / 2]
-        return order[:max(LIST_MIN, min(LIST_TOP, len(standing)))]
+        chosen = order[:max(LIST_MIN, min(LIST_TOP, len(standing)))]
+        return chosen + [i for i in words if i not in chosen]
 
     # ---- read: the answer each selected passage gives
 
@@ -381,17 +387,18 @@ class MapJob:
         quote was supported, or where the best-supported quote's sentence holds fewer of those words than that
         sentence does: the reader quoted another sentence of the right passage ("all copyright, patent, trademark,
         and attribution notices", for what modified files must carry) or wrote what the passage does not say. List:
-        one more item of the union: the sentence that introduces a list ("the following values are interpreted as
-        false: ..."), which the reader seldom quotes whole."""
+        more items of the union: the sentence that introduces a list ("the following values are interpreted as
+        false: ..."), which the reader seldom quotes whole, with the marked items after it read off the document
+        (items.py), and every other sentence that holds as much of the question's words."""
         if self.kind not in ("lookup", "list"):
             return
         listed = self.kind == "list"
         excerpts = [self._excerpt(self.chunks[i]) for i in chosen]
         weight = self._weight()
-        said = held.sentence(self.question, [text for text, _ in excerpts], weight, listed)
-        if said is None:
+        found = held.sentences(self.question, [text for text, _ in excerpts], weight, listed)
+        if not found:
             return
-        i, (text, where), (s, e) = chosen[said.passage], excerpts[said.passage], said.sentence
+        text, (s, e) = excerpts[found[0].passage][0], found[0].sentence
         quoted = self._best()
         # weighed as the sentence that answers: a heading that held the words gave way to the sentence after it. A
         # quote's sentence without a name the question asks about holds less: '"This License" refers to ...' does
@@ -399,10 +406,23 @@ class MapJob:
         if not listed and quoted and held.asked(self.question).named <= held.stems(quoted[0].evidence) and (
                 held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e])):
             return
-        c = self.chunks[i]
-        self.held = Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), text[s:e],
-                            round(said.held / said.asked, 4), relevance=self.relevance[i], verdict="sentence",
-                            evidence=text[s:e], evidence_span=(self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1)))
+        self.held, *self.also = [self._held(chosen[h.passage], excerpts[h.passage], h) for h in found]
+
+    def _held(self, i: int, excerpt: tuple[str, list[int]], said: held.Held) -> Partial:
+        """A held sentence as a partial answer; one that introduces marked items runs on through them (items.py),
+        read off the document's text after its colon, however far past the passage they go."""
+        c, (text, where), (s, e) = self.chunks[i], excerpt, said.sentence
+        answer, span = text[s:e], (self._bytes(c, where[s]), self._bytes(c, where[e - 1] + 1))
+        colon = items.colon(text[s:], e - s) if self.kind == "list" else None
+        if colon is not None:
+            after = self._bytes(c, where[s + colon] + 1)
+            raw = self.data[after:after + items.SCAN_CHARS * 4].decode("utf-8", errors="replace")
+            listed = items.following(raw)
+            if listed:
+                answer = " ".join([answer[:colon + 1], *(x.text for x in listed)])
+                span = (span[0], after + len(raw[:listed[-1].end].encode("utf-8", errors="replace")))
+        return Partial(c.index, (c.start, c.end), (c.byte_start, c.byte_end), answer, round(said.held / said.asked, 4),
+                       relevance=self.relevance[i], verdict="sentence", evidence=answer, evidence_span=span)
 
     def _best(self) -> list[Partial]:
         """Supported quotes, the best first: the one whose sentence holds the question's names and the most weight of
@@ -428,7 +448,7 @@ class MapJob:
 
     def record(self, phases: list[Phase]) -> LongRecord:
         """Facts: the answer by kind from the supported partial answers; none: NOT_FOUND."""
-        found = self.supported() + ([self.held] if self.held else [])
+        found = self.supported() + ([self.held] if self.held else []) + self.also
         conflicts: list[str] = []
         if not found:
             answer, cited = NOT_FOUND, []
@@ -452,7 +472,8 @@ class MapJob:
         spans = [p.evidence_span or p.byte_span for p in cited]
         return LongRecord("map", answer, found, len(self.tokens), self.size, self.overlap,
                           [(c.byte_start, c.byte_end) for c in self.chunks],
-                          [self.partials[i] for i in sorted(self.partials)] + ([self.held] if self.held else []),
+                          [self.partials[i] for i in sorted(self.partials)] + ([self.held] if self.held else [])
+                          + self.also,
                           [p.chunk for p in cited], spans, rounds,
                           phases, final.finish_reason if final else "stop", final, self.tokens, self.kind, conflicts)
 
