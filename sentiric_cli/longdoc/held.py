@@ -148,7 +148,7 @@ def sentences(question: str, passages: list[str], weight: dict[str, float], list
     # rank (introduces items, weight held: rounded, so parallel sentences tie), passage, its sentence bounds, index
     found: list[tuple[tuple[bool, float], int, list[int], int]] = []
     for n, text in enumerate(passages):
-        if not a.where <= stems(text):  # a section's label is in its heading, in the passage
+        if a.where and not a.where <= stems(text):  # a section's label is in its heading, in the passage
             continue
         bounds = _bounds(text, listed)
         for k in range(len(bounds) - 1):

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 MAX_ITEMS = 16  # a longer run is a table of contents or a grammar, not the list asked for
 ITEM_WORDS = 40
 SCAN_CHARS = 12_000  # how far past the colon the items are looked for: memory stays flat in document length
-# a marker at the start of a line: a letter, a roman numeral or one or two digits with ")" or ".", or a bullet
-_MARKER = re.compile(r"[ \t]*(\((?:[a-z]|[ivx]{1,4}|\d{1,2})\)|(?:[a-z]|[ivx]{1,4}|\d{1,2})[.)]|[-*•])[ \t]+(?=\S)")
-# in text whose white space was normalized (evidence.normalized): a colon, then a marker
-_INTRODUCES = re.compile(r":\s+(?:\((?:[a-z]|[ivx]{1,4}|\d{1,2})\)|(?:[a-z]|[ivx]{1,4}|\d{1,2})[.)]|[-*•])\s+\S")
+# a marker: a letter, a roman numeral or one or two digits with ")" or ".", or a bullet
+_MARK = r"\((?:[a-z]|[ivx]{1,4}|\d{1,2})\)|(?:[a-z]|[ivx]{1,4}|\d{1,2})[.)]|[-*•]"
+_MARKER = re.compile(rf"[ \t]*({_MARK})[ \t]+(?=\S)")  # at the start of a line
+_INTRODUCES = re.compile(rf":\s+(?:{_MARK})\s+\S")  # in normalized text (evidence.normalized): a colon, then a marker
 _SENTENCE_END = re.compile(r"[.;](?=\s|$)")
 
 

@@ -443,12 +443,16 @@ class MapJob:
 
     # ---- reduce
 
+    def _helds(self) -> list[Partial]:
+        """The sentences that hold the question's words (add_held): the first, then a list's others."""
+        return ([self.held] if self.held else []) + self.also
+
     def supported(self) -> list[Partial]:
         return [p for p in self.partials.values() if p.verdict == "answer" and p.answer]
 
     def record(self, phases: list[Phase]) -> LongRecord:
         """Facts: the answer by kind from the supported partial answers; none: NOT_FOUND."""
-        found = self.supported() + ([self.held] if self.held else []) + self.also
+        found = self.supported() + self._helds()
         conflicts: list[str] = []
         if not found:
             answer, cited = NOT_FOUND, []
@@ -472,8 +476,7 @@ class MapJob:
         spans = [p.evidence_span or p.byte_span for p in cited]
         return LongRecord("map", answer, found, len(self.tokens), self.size, self.overlap,
                           [(c.byte_start, c.byte_end) for c in self.chunks],
-                          [self.partials[i] for i in sorted(self.partials)] + ([self.held] if self.held else [])
-                          + self.also,
+                          [self.partials[i] for i in sorted(self.partials)] + self._helds(),
                           [p.chunk for p in cited], spans, rounds,
                           phases, final.finish_reason if final else "stop", final, self.tokens, self.kind, conflicts)
 
