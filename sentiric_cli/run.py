@@ -239,10 +239,16 @@ def map_summary(r: LongRecord, threads: int) -> str:
     parts = [f"map ({r.kind}): {len(r.chunks)} {what} of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) "
              f"from {r.document_tokens:,} document tokens, {threads} at a time"]
     if r.kind != "overview":
-        read = [p for p in r.partials if p.verdict != "sentence"]  # the sentence that holds the question's words
-        said = [p for p in read if p.verdict == "answer"]  # is listed after them
-        held = ("" if len(read) == len(r.partials) else " (with the sentence that holds the question's words)"
-                if r.kind == "list" else " (the sentence that holds the question's words answered)")
+        read = [p for p in r.partials if p.verdict != "sentence"]  # the sentences that hold the question's words
+        said = [p for p in read if p.verdict == "answer"]  # are listed after them
+        kept = len(r.partials) - len(read)  # a list can keep several (parallel sentences, each an item)
+        if not kept:
+            held = ""
+        elif r.kind != "list":
+            held = " (the sentence that holds the question's words answered)"
+        else:
+            held = (" (with the sentence that holds the question's words)" if kept == 1
+                    else f" (with the {kept} sentences that hold the question's words)")
         parts.append(f"{len(read)} read for an answer, {len(said)} supported{held}")
     if r.found:
         cites = ", ".join(f"{what[:-1]} {c} = bytes {s:,}..{e:,}" for c, (s, e) in zip(r.cited_chunks, r.citations,

@@ -371,6 +371,23 @@ def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_
     assert "1 supported (with the sentence that holds the question's words)" in map_summary(rec, 4)
 
 
+def test_a_list_keeps_every_parallel_sentence_and_the_summary_counts_them(model):
+    """Two sentences hold as much of the question's words: both are items, and the summary says two were kept."""
+    section = ('"break" may only occur nested in a loop. It ends the loop. '
+               '"continue" may only occur nested in a loop. It goes on with the next cycle.')
+    job, holder, cut = _section_job(model, section, "Which statements may occur only nested in a loop?")
+    assert job.kind == "list"
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    with pytest.raises(StopIteration) as end:  # nothing quoted: no check round
+        steps.send([_record(model, " none")] * len(job.selected()))
+    rec = end.value.value
+    first, second = '"break" may only occur nested in a loop.', '"continue" may only occur nested in a loop.'
+    assert rec.found and rec.answer.startswith(first) and second in rec.answer
+    assert [p.answer for p in rec.partials if p.verdict == "sentence"] == [first, second]
+    assert "0 supported (with the 2 sentences that hold the question's words)" in map_summary(rec, 4)
+
+
 def test_a_list_also_reads_the_passage_that_holds_the_questions_words_where_relevance_did_not_choose_it(model):
     job, (holder,), _ = _job(model, "What are the pass keys?")
     assert job.kind == "list"
