@@ -201,7 +201,8 @@ def _stream(make_events, as_json: bool, err: Console, chars: int) -> LongRecord:
         try:
             for ev in events:
                 if isinstance(ev, PhaseProgress):
-                    label = {"read": "reading (tokens)", "map": "map (chunks read)"}.get(ev.phase, ev.phase + " (groups)")
+                    label = {"read": "reading (tokens)", "map": "map (chunks read)"}.get(ev.phase) or (
+                        ev.phase + (" (groups)" if ev.phase.startswith("reduce") else " (requests)"))
                     if ev.phase not in tasks:
                         tasks[ev.phase] = bar.add_task(label, total=max(ev.total, 1))
                     if ev.shares:  # run --backend: who answered how many so far
@@ -239,11 +240,15 @@ def map_summary(r: LongRecord, threads: int) -> str:
     parts = [f"map ({r.kind}): {len(r.chunks)} {what} of up to {r.chunk_tokens:,} tokens (overlap {r.overlap_tokens}) "
              f"from {r.document_tokens:,} document tokens, {threads} at a time"]
     if r.kind != "overview":
-        read = [p for p in r.partials if p.verdict != "sentence"]  # the sentences that hold the question's words
-        said = [p for p in read if p.verdict == "answer"]  # are listed after them
-        kept = len(r.partials) - len(read)  # a list can keep several (parallel sentences, each an item)
+        # the sentences that hold the question's words are listed after the passages read (kept, or unanswered: the
+        # reader, given one alone, said it does not answer)
+        read = [p for p in r.partials if p.verdict not in ("sentence", "unanswered")]
+        said = [p for p in read if p.verdict == "answer"]
+        kept = sum(p.verdict == "sentence" for p in r.partials)  # a list can keep several (parallel sentences)
+        unanswered = sum(p.verdict == "unanswered" for p in r.partials)
         if not kept:
-            held = ""
+            held = (f" (read alone, {'the sentence' if unanswered == 1 else f'{unanswered} sentences'} that "
+                    f"{'holds' if unanswered == 1 else 'hold'} the question's words did not answer)" if unanswered else "")
         elif r.kind != "list":
             held = " (the sentence that holds the question's words answered)"
         else:

@@ -11,7 +11,7 @@ from needles import FILLER, QUESTION, document, documents, sentences_for
 from sentiric_cli.engine.bindings import Model
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.longdoc import NOT_FOUND, MapJob, evidence
-from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, YESNO_TOP, Partial, outline
+from sentiric_cli.longdoc.mapreduce import LIST_MIN, MIN_SUPPORT, OUTLINE_PARTS, READ_TOP, YESNO_TOP, LongRecord, Partial, outline
 from sentiric_cli.longdoc.protocol import protocol
 from sentiric_cli.run import map_summary
 from sentiric_cli.settings import Settings
@@ -56,6 +56,19 @@ def _map(model, job, steps, relevant):
                                scored=n) for i in range(len(first.requests))])
 
 
+def _ended(model, steps, records: list[Record], alone: str = " it") -> LongRecord:
+    """Sends a round's last records and returns the LongRecord. Where sentences hold the question's words, the alone
+    round comes first: each sentence, read by itself with the question, is answered `alone` (not "none": kept)."""
+    try:
+        step = steps.send(records)
+    except StopIteration as end:
+        return end.value
+    assert step.name == "alone"
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, alone) for _ in step.requests])
+    return end.value.value
+
+
 def _quoted(model, steps, quote: str, support: float, grounding: float):
     """The read round: the most relevant passage quotes `quote`, the other says none. The check round: the quote's
     first tokens are `support` nats less likely asked nothing in particular, `grounding` less likely with nothing
@@ -63,9 +76,8 @@ def _quoted(model, steps, quote: str, support: float, grounding: float):
     check = steps.send([_record(model, quote)] + [_record(model, " none")] * (READ_TOP - 1))
     assert check.name == "check" and len(check.requests) == 2
     n = len(check.requests[0].body)
-    with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, nll=n * 0.01 + support, scored=n), _record(model, nll=n * 0.01 + grounding, scored=n)])
-    return end.value.value
+    return _ended(model, steps, [_record(model, nll=n * 0.01 + support, scored=n),
+                                 _record(model, nll=n * 0.01 + grounding, scored=n)])
 
 
 def test_a_lookup_reads_the_most_relevant_passage_and_the_one_that_holds_the_questions_words(model):
@@ -205,16 +217,20 @@ def test_not_found_in_its_usual_forms_ends_after_the_read(model):
 
 def test_the_sentence_that_holds_the_questions_words_answers_where_no_reader_did(model):
     """One reader says it is not there, the other writes what its passage lacks: the sentence of the passages read
-    that holds the question's words is the answer (held.py), cited by its bytes. The text decides: no check round."""
+    that holds the question's words is the answer (held.py), cited by its bytes. No check round: nothing was quoted;
+    the sentence is read alone, and the reader quotes it."""
     job, (holder,), (at,) = _job(model)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, " none")] + [_record(model, " 12345")] * (READ_TOP - 1))
-    rec = end.value.value
+    alone = steps.send([_record(model, " none")] + [_record(model, " 12345")] * (READ_TOP - 1))
     sentence = f"The pass key is {KEY}."  # the first of the needle's two sentences that hold "pass key"
+    assert alone.name == "alone" and [r.body for r in alone.requests] == [model.tokenize(sentence, add_special=False)]
+    assert alone.requests[0].head == job.head and alone.requests[0].tail == job.tail  # asked the user's question
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, f" {KEY}")])
+    rec = end.value.value
     assert rec.found and rec.answer == sentence and rec.cited_chunks == [holder] and rec.conflicts == []
-    assert rec.citations == [(at, at + len(sentence))] and [p.name for p in rec.phases] == ["map", "read"]
+    assert rec.citations == [(at, at + len(sentence))] and [p.name for p in rec.phases] == ["map", "read", "alone"]
     assert job.held in rec.partials and job.held.verdict == "sentence" and job.held.confidence == 1.0
     assert job.partials[holder].verdict == "none"
     assert (f"{READ_TOP} read for an answer, 0 supported (the sentence that holds the question's words answered)"
@@ -232,6 +248,37 @@ def test_a_supported_quote_of_another_sentence_gives_way_to_the_one_that_holds_t
     assert job.partials[holder].verdict == "answer" and job.partials[holder].answer == other.rstrip(".")
     assert rec.answer == f"The pass key is {KEY}. (other passages say: {other.rstrip('.')})"
     assert rec.conflicts == [other.rstrip(".")] and rec.citations[0][0] == at and rec.cited_chunks == [holder]
+
+
+def test_a_held_sentence_the_reader_given_it_alone_says_none_to_is_not_the_answer(model):
+    """The sentence holds the question's words, but the reader, given it alone, says it does not answer (the words in
+    another sense): no answer, and the sentence is shown as unanswered, not hidden."""
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    alone = steps.send([_record(model, " none")] + [_record(model, " 12345")] * (READ_TOP - 1))
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, " The excerpt does not say.")] * len(alone.requests))
+    rec = end.value.value
+    assert not rec.found and rec.answer == NOT_FOUND and rec.citations == [] and job.held is None
+    assert [p.verdict for p in rec.partials][-1] == "unanswered" and rec.partials[-1].answer == f"The pass key is {KEY}."
+    assert [p.name for p in rec.phases] == ["map", "read", "alone"]
+    assert ("0 supported (read alone, the sentence that holds the question's words did not answer)"
+            in map_summary(rec, 4))
+
+
+def test_a_supported_quote_answers_where_the_held_sentence_read_alone_does_not(model):
+    """The held sentence would have beaten the quote of another sentence; read alone it does not answer, so the
+    supported quote is the answer, with no conflict."""
+    job, (holder,), _ = _job(model)
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    other = next(f for f in FILLER if f in job._excerpt(job.chunks[holder])[0])
+    check = steps.send([_record(model, " " + other)] + [_record(model, " none")] * (READ_TOP - 1))
+    n = len(check.requests[0].body)
+    rec = _ended(model, steps, [_record(model, nll=n * 0.01 + 6.0, scored=n), _record(model, nll=n * 0.01 + 9.0,
+                                                                                       scored=n)], alone=" none")
+    assert rec.answer == other.rstrip(".") and rec.conflicts == [] and job.partials[holder].verdict == "answer"
 
 
 def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answer(model):
@@ -362,9 +409,7 @@ def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_
     steps = protocol(job, [])
     read = _map(model, job, steps, {holder})
     check = steps.send([_record(model, ' zero' if i == holder else " none") for i in job.selected()])
-    with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
-    rec = end.value.value
+    rec = _ended(model, steps, [_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
     assert len(read.requests) == LIST_MIN and job.partials[holder].verdict == "answer"
     assert job.held is not None and job.held.answer == section
     assert rec.answer == section and rec.cited_chunks == [holder] and rec.citations == [(cut, cut + len(section))]
@@ -375,17 +420,31 @@ def test_a_list_keeps_every_parallel_sentence_and_the_summary_counts_them(model)
     """Two sentences hold as much of the question's words: both are items, and the summary says two were kept."""
     section = ('"break" may only occur nested in a loop. It ends the loop. '
                '"continue" may only occur nested in a loop. It goes on with the next cycle.')
-    job, holder, cut = _section_job(model, section, "Which statements may occur only nested in a loop?")
+    job, holder, _ = _section_job(model, section, "Which statements may occur only nested in a loop?")
     assert job.kind == "list"
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
-    with pytest.raises(StopIteration) as end:  # nothing quoted: no check round
-        steps.send([_record(model, " none")] * len(job.selected()))
-    rec = end.value.value
+    rec = _ended(model, steps, [_record(model, " none")] * len(job.selected()))  # nothing quoted: no check round
     first, second = '"break" may only occur nested in a loop.', '"continue" may only occur nested in a loop.'
     assert rec.found and rec.answer.startswith(first) and second in rec.answer
     assert [p.answer for p in rec.partials if p.verdict == "sentence"] == [first, second]
     assert "0 supported (with the 2 sentences that hold the question's words)" in map_summary(rec, 4)
+
+
+def test_of_parallel_sentences_a_list_keeps_those_the_reader_given_each_alone_answers_from(model):
+    section = ('"break" may only occur nested in a loop. It ends the loop. '
+               '"continue" may only occur nested in a loop. It goes on with the next cycle.')
+    job, holder, _ = _section_job(model, section, "Which statements may occur only nested in a loop?")
+    steps = protocol(job, [])
+    _map(model, job, steps, {holder})
+    alone = steps.send([_record(model, " none")] * len(job.selected()))
+    assert alone.name == "alone" and len(alone.requests) == 2
+    with pytest.raises(StopIteration) as end:
+        steps.send([_record(model, " none"), _record(model, ' "continue"')])
+    rec = end.value.value
+    second = '"continue" may only occur nested in a loop.'
+    assert rec.found and rec.answer == second and [p.verdict for p in rec.partials[-2:]] == ["sentence", "unanswered"]
+    assert "0 supported (with the sentence that holds the question's words)" in map_summary(rec, 4)
 
 
 def test_a_list_also_reads_the_passage_that_holds_the_questions_words_where_relevance_did_not_choose_it(model):
@@ -422,9 +481,7 @@ def test_a_lists_introduction_runs_on_through_its_marked_items_past_the_passage(
     _map(model, job, steps, {holder})
     check = steps.send([_record(model, " Convey the object code in a physical product" if i == holder else " none")
                         for i in job.selected()])
-    with pytest.raises(StopIteration) as end:
-        steps.send([_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
-    rec = end.value.value
+    rec = _ended(model, steps, [_record(model, nll=9.0, scored=len(r.body)) for r in check.requests])
     firsts = [" ".join(w.split()).split(" It says")[0].strip() for w in ways]
     assert job.held is not None and job.held.answer == " ".join(
         ["You may convey object code in one of these ways:", *firsts])

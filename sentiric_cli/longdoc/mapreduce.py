@@ -21,6 +21,9 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
   words, where the quote's sentence holds fewer of them or lacks a name asked about (held.py); list, the union
   of the distinct sentences that hold the supported answers and of the sentences that hold the question's words
   (an introduction with the marked items after it: items.py);
+  a sentence that holds the question's words answers only where the reader, given it alone, does not say "none": it
+  holds the words, in another sense ("certain countries" for which countries are excluded, the "&" operator's
+  sentence for who designed the bitwise operators), where the model's own reading finds nothing it answers.
   yes/no, from the sentence of the most relevant passages that holds the question's words (a negation there: no),
   else from the model's lean on the most relevant one. None supported: NOT_FOUND.
 Overview: window-sized chunks each say what they are about; those partial summaries are collapsed in rounds
@@ -55,6 +58,7 @@ PASSAGE_OVERLAP = 16  # a fact cut by one passage boundary is whole in the next 
 READ_TOP = 2
 LIST_MIN, LIST_TOP = 3, 8  # list: at least and at most this many passages read (its facts are spread out)
 ANSWER_TOKENS = 32  # a partial answer: a quote, cut to its first sentence
+ALONE_TOKENS = 6  # a held sentence read alone: enough for "none" in its usual forms ("The excerpt does not say")
 CHECK_TOKENS = 8  # support looks at a quote's first tokens: where a choice made for the question shows
 # a quote counts when the question makes it at least 50% likelier per token than a neutral question does, and the
 # passage at least 50% likelier than an empty excerpt: ratios between two readings by the same model, not a
@@ -92,7 +96,8 @@ class Partial:
     # word on the most relevant passage, shown where a sentence that holds the question's words answered instead) |
     # sentence (lookup: the sentence of the passages read that holds the question's words, the answer where no quote
     # was supported or the quote's sentence holds fewer of them or lacks a name asked about; list: such sentences,
-    # an introduction with its marked items; held.py, items.py)
+    # an introduction with its marked items; held.py, items.py) | unanswered (such a sentence that the reader,
+    # given it alone, said does not answer: shown, not an answer)
     evidence: str = ""  # the sentence that holds the quote
     evidence_span: tuple[int, int] | None = None  # its bytes in the document (the citation)
 
@@ -176,6 +181,7 @@ class MapJob:
         self._asked: dict[int, float] = {}  # and those tokens' negative log-likelihood, asked the user's question
         self.held: Partial | None = None  # lookup: the sentence that holds the question's words, where it answers
         self.also: list[Partial] = []  # list: other sentences that hold as much of them
+        self.unanswered: list[Partial] = []  # those the reader, given each alone, said do not answer (add_alone)
         self._texts: list[str] = []  # facts: every passage's text as the map read it (normalized)
         self._weights: dict[str, float] | None = None  # the question's words by rarity (_weight)
         self.rhead, self.rtail, self.templated = frame(model, frames.COLLAPSE.format(excerpt=MARK),
@@ -200,7 +206,11 @@ class MapJob:
         return evidence.normalized(self.text(c))
 
     def _tokens(self, c: Chunk) -> list[int]:
-        return self.model.tokenize(self._excerpt(c)[0], add_special=False)
+        return self._tokens_of(self.text(c))
+
+    def _tokens_of(self, text: str) -> list[int]:
+        """A text as the reads give it to the model: normalized (evidence.py), then tokenized."""
+        return self.model.tokenize(evidence.normalized(text)[0], add_special=False)
 
     def _bytes(self, c: Chunk, char: int) -> int:
         """The document byte offset of a character of the passage's text."""
@@ -408,6 +418,27 @@ class MapJob:
             return
         self.held, *self.also = [self._held(chosen[h.passage], excerpts[h.passage], h) for h in found]
 
+    def alone_requests(self) -> list[Request]:
+        """Each sentence that holds the question's words (add_held), read alone with the question for its first
+        words: where the reader says "none", the sentence holds the words in another sense than the question's."""
+        return [self.base.reading(self.head, self._tokens_of(p.answer), self.tail, max_tokens=ALONE_TOKENS,
+                                  stop=("\n",), token_logprobs=False, score=False, **_OWN) for p in self._helds()]
+
+    def add_alone(self, recs: list[Record]) -> None:
+        """A held sentence the reader, given it alone, says does not answer is no answer: "none" is the model's own
+        judgement of what that sentence says, asked as every passage is asked, not a threshold. Read alone, none of
+        56 sentences that answered a lookup right (the eval's two halves and an outside set: 22 held, 34 quotes'
+        sentences) got "none"; two of the four held sentences outside sets gave absent questions did
+        (docs/benchmarks-history.md)."""
+        kept = []
+        for p, rec in zip(self._helds(), recs, strict=True):
+            if evidence.not_found(evidence.first_sentence(rec.text)):
+                p.verdict = "unanswered"
+                self.unanswered.append(p)
+            else:
+                kept.append(p)
+        self.held, self.also = (kept[0], kept[1:]) if kept else (None, [])
+
     def _held(self, i: int, excerpt: tuple[str, list[int]], said: held.Held) -> Partial:
         """A held sentence as a partial answer; one that introduces marked items runs on through them (items.py),
         read off the document's text after its colon, however far past the passage they go."""
@@ -476,7 +507,7 @@ class MapJob:
         spans = [p.evidence_span or p.byte_span for p in cited]
         return LongRecord("map", answer, found, len(self.tokens), self.size, self.overlap,
                           [(c.byte_start, c.byte_end) for c in self.chunks],
-                          [self.partials[i] for i in sorted(self.partials)] + self._helds(),
+                          [self.partials[i] for i in sorted(self.partials)] + self._helds() + self.unanswered,
                           [p.chunk for p in cited], spans, rounds,
                           phases, final.finish_reason if final else "stop", final, self.tokens, self.kind, conflicts)
 

@@ -4,7 +4,8 @@
 request order), and returns the LongRecord. It reads nothing and runs nothing itself: strategies.drive runs it
 through the engine's slot loop (`sentiric run`), serve/longdoc.drive through the server's scheduler (shared with
 other requests). The rounds, facts: map (every passage's relevance), read (the most relevant passages' quotes),
-check (each quote with a neutral question, and after an empty excerpt; an echo's sentence also as asked);
+check (each quote with a neutral question, and after an empty excerpt; an echo's sentence also as asked), alone
+(each sentence that holds the question's words, read by itself: does the reader say it answers?);
 overview: map (every chunk's summary), then reduce rounds until one group is left, whose reduce writes the answer,
 then the outline. mapreduce.py says why each round is there.
 """
@@ -57,6 +58,11 @@ def protocol(job: MapJob, phases: list[Phase]) -> Protocol:
         job.add_checks(recs)
         ran("check", recs, t0)
     job.add_held(chosen)
+    alone, t0 = job.alone_requests(), time.perf_counter()
+    if alone:
+        recs = yield Round("alone", alone)
+        job.add_alone(recs)
+        ran("alone", recs, t0)
     return job.record(phases)
 
 
