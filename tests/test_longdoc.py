@@ -72,7 +72,7 @@ def _found_and_cited(engine, times: int, depth: float, key: int, seed: int) -> b
     said = [p for p in rec.partials if p.byte_span[0] <= at < p.byte_span[1] and p.verdict in ("answer", "sentence")]
     assert said and str(key) in said[0].answer and 0 < said[0].confidence <= 1
     if said[0].verdict == "answer":
-        # (a sentence that holds more of the question's words is read alone after the check: held, not the answer)
+        # (where a sentence that holds more of the question's words beat the quote, it is read alone after the check)
         assert [p.name for p in rec.phases][:4] == ["tokenize", "map", "read", "check"] and said[0].support > 0
         assert [p.name for p in rec.phases][4:] in ([], ["alone"])
         assert said[0].confidence < 1

@@ -416,11 +416,15 @@ def test_a_list_adds_the_sentence_that_holds_the_questions_words_with_the_items_
     assert "1 supported (with the sentence that holds the question's words)" in map_summary(rec, 4)
 
 
+# two parallel sentences that hold as much of the question's words
+LOOP_SECTION = ('"break" may only occur nested in a loop. It ends the loop. '
+                '"continue" may only occur nested in a loop. It goes on with the next cycle.')
+LOOP_QUESTION = "Which statements may occur only nested in a loop?"
+
+
 def test_a_list_keeps_every_parallel_sentence_and_the_summary_counts_them(model):
     """Two sentences hold as much of the question's words: both are items, and the summary says two were kept."""
-    section = ('"break" may only occur nested in a loop. It ends the loop. '
-               '"continue" may only occur nested in a loop. It goes on with the next cycle.')
-    job, holder, _ = _section_job(model, section, "Which statements may occur only nested in a loop?")
+    job, holder, _ = _section_job(model, LOOP_SECTION, LOOP_QUESTION)
     assert job.kind == "list"
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
@@ -432,9 +436,7 @@ def test_a_list_keeps_every_parallel_sentence_and_the_summary_counts_them(model)
 
 
 def test_of_parallel_sentences_a_list_keeps_those_the_reader_given_each_alone_answers_from(model):
-    section = ('"break" may only occur nested in a loop. It ends the loop. '
-               '"continue" may only occur nested in a loop. It goes on with the next cycle.')
-    job, holder, _ = _section_job(model, section, "Which statements may occur only nested in a loop?")
+    job, holder, _ = _section_job(model, LOOP_SECTION, LOOP_QUESTION)
     steps = protocol(job, [])
     _map(model, job, steps, {holder})
     alone = steps.send([_record(model, " none")] * len(job.selected()))
