@@ -290,6 +290,21 @@ def test_a_quote_from_the_sentence_that_holds_the_questions_words_stays_the_answ
     assert rec.answer == str(KEY) and job.held is None and rec.citations[0][0] == at
 
 
+def test_a_quote_that_starts_inside_its_phrase_is_shown_from_the_phrases_start(model):
+    """The reader skipped the words that make its quote the answer ("interactive source code"): the answer starts
+    after the question's last word in the sentence. The check still scores what the reader wrote."""
+    section = 'The module "pdb" defines an interactive source code debugger for Python programs.'
+    job, holder, rec = _section_quoted(model, section, "What kind of debugger does the pdb module define?",
+                                       " debugger for Python programs")
+    assert rec.answer == "an interactive source code debugger for Python programs"
+    assert job.partials[holder].verdict == "answer" and job.held is None
+    assert job._written[holder] == model.tokenize(" debugger for Python programs", add_special=False)[:8]
+    # only a joining word between the question's words and the quote: the quote as written
+    job, holder, rec = _section_quoted(model, "In May 2000, the core development team moved to BeOpen.com.",
+                                       "Where did the core development team move in May 2000?", " BeOpen.com")
+    assert rec.answer == "BeOpen.com"
+
+
 def test_a_quote_whose_sentence_lacks_a_name_asked_gives_way_to_the_sentence_that_holds_it(model):
     """The quote's sentence holds as much of the question's other words ("refers"), but not the name it asks about:
     the sentence that holds "the Program" answers, and the quote is shown beside it."""

@@ -8,7 +8,9 @@ Facts (lookup, list, yes/no): the document is cut into passages of a few sentenc
 - read: the most relevant passages (for a lookup, the most relevant and the one that holds most of the question's
   rare words; for a list, that one too) are read with a quoting frame; each gives a short answer, trimmed to its
   first sentence, recognised as "not here" in its usual forms, and located in the passage (evidence.py). An echo
-  of the question's words points at the sentence that holds them: that sentence is the candidate.
+  of the question's words points at the sentence that holds them: that sentence is the candidate. A quote that
+  starts inside its phrase ("debugger for Python programs", from "defines an interactive source code debugger for
+  Python programs") is shown from the phrase's start (phrase.py); the check judges what the reader wrote.
 - check: a located quote's first tokens, as written, are scored again with a neutral question in place of
   the user's, and with an empty excerpt in place of the passage. Its support is how much likelier the
   question made them, its grounding how much likelier the passage made them (nats per token): a quote the
@@ -43,7 +45,7 @@ from sentiric_cli.engine.prompt import MARK, byte_offsets, frame
 from sentiric_cli.engine.sampling import SamplingParams
 from sentiric_cli.engine.types import Record, Request
 from sentiric_cli.errors import SentiricError
-from sentiric_cli.longdoc import evidence, frames, held, items, polarity
+from sentiric_cli.longdoc import evidence, frames, held, items, phrase, polarity
 from sentiric_cli.longdoc.chunks import Chunk, split
 from sentiric_cli.longdoc.kinds import KINDS, detect
 
@@ -346,9 +348,11 @@ class MapJob:
             self._written[i] = self.model.tokenize(" " + p.evidence, add_special=False)[:CHECK_TOKENS]
             self._echoed.append(i)  # the check round scores it asked the user's question too: the read wrote no such tokens
         else:
-            # the answer's own tokens (not the stop string's or end-of-generation's, which no server reports)
+            # the answer's own tokens (not the stop string's or end-of-generation's, which no server reports): the
+            # check judges what the reader wrote; the answer shown starts where its phrase does (phrase.py)
             self._written[i] = rec.tokens[:min(CHECK_TOKENS, self._text_tokens(rec))]
             self._asked[i] = -sum(rec.token_logprobs[:len(self._written[i])])
+            p.answer = excerpt[phrase.start(self.question, excerpt, s, at.start):at.end]
         p.verdict = "unsupported"  # until the check round says otherwise
         self._checks.append(i)
         return p
