@@ -168,3 +168,36 @@ def test_a_sections_label_is_asked_of_the_passage():
     assert held.passage(question, [five, six], weight) == 1
     assert said(question, [five], document, listed=True) is None
     assert said(question, [six], document, listed=True).startswith("You may convey object code in one of these ways:")
+
+
+def test_a_lookups_held_clause_runs_on_past_a_semicolon_while_the_next_clause_holds_a_word_it_lacks():
+    """A semicolon ends a clause, not what a sentence says: "these are called containers" holds "called" (and the
+    answer), which the clause before it lacks. A clause that holds all the question asks stays alone ("and (c) ..."
+    is the next item), and a paragraph after a semicolon is not its sentence's run-on."""
+    passage = ("Objects are never destroyed explicitly. Some objects contain references to other objects; these are "
+               "called containers; examples are tuples and lists. Containers hold references.")
+    question = "What are objects that contain references to other objects called?"
+    assert said(question, [passage]) == (
+        "Some objects contain references to other objects; these are called containers;")
+    identifier = ('A "TypeError" exception is raised, unless a formal parameter using the syntax "*identifier" is '
+                  "present; in this case, that formal parameter receives a tuple containing the excess positional "
+                  "arguments. Keyword arguments are matched by name.")
+    assert said('What does a formal parameter using the syntax "*identifier" receive?', [identifier]) == (
+        identifier[:identifier.index(" Keyword")])
+    assert said("What must any modified files carry?", LICENSE).endswith("You changed the files;")
+    paragraph = "Some objects contain references to other objects;\nthese are called containers."
+    assert said(question, [paragraph]) == "Some objects contain references to other objects;"
+    assert said(question, [passage], listed=True) == "Some objects contain references to other objects;"  # a list
+
+
+def test_a_starred_name_is_asked_as_written_and_emphasis_is_no_star():
+    """"**expression" and "*expression" are two things in Python's documents: the question about one finds the
+    sentence that says it. "*iterable*" is emphasis, "10**-2" an operator: no starred name."""
+    passage = ('If the syntax "*expression" appears in the function call, "expression" must evaluate to an '
+               '*iterable*. If the syntax "**expression" appears in the function call, "expression" must evaluate '
+               "to a *mapping*, the contents of which are treated as additional keyword arguments.")
+    question = 'What must "expression" evaluate to when "**expression" appears in a function call?'
+    assert said(question, [passage]).startswith('If the syntax "**expression"')
+    assert said(question.replace("**", "*"), [passage]).startswith('If the syntax "*expression"')
+    assert held.starred(passage) == {"*expression", "**expression"}
+    assert held.starred('What does "10**-2" return? **Note:** see *args.') == {"**note", "*args"}

@@ -305,6 +305,19 @@ def test_a_quote_that_starts_inside_its_phrase_is_shown_from_the_phrases_start(m
     assert rec.answer == "BeOpen.com"
 
 
+def test_a_quote_from_the_held_sentences_clause_after_a_semicolon_is_the_answer(model):
+    """The clause before the semicolon holds what the question says of the objects, the clause after it holds
+    "called" and the answer: they are one held sentence, and the reader's quote from its second clause answers, not
+    the sentence, nor its first clause alone."""
+    section = ("Some objects contain references to other objects; these are called containers. "
+               "Examples of containers are tuples, lists and dictionaries.")
+    job, holder, rec = _section_quoted(model, section,
+                                       "What are objects that contain references to other objects called?",
+                                       " containers")
+    assert rec.answer == "containers" and job.held is None and rec.conflicts == []
+    assert job.partials[holder].verdict == "answer"
+
+
 def test_a_quote_whose_sentence_lacks_a_name_asked_gives_way_to_the_sentence_that_holds_it(model):
     """The quote's sentence holds as much of the question's other words ("refers"), but not the name it asks about:
     the sentence that holds "the Program" answers, and the quote is shown beside it."""

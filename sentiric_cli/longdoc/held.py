@@ -13,8 +13,13 @@ that holds the question's words is the answer (mapreduce.add_held).
 - Those words count by how rarely the document says them (sentences that hold them, against all): "str", in every
   sentence of the string methods, tells none from another; "strip" tells the one about strip(). A word the document
   never says weighs most, so a question about what it does not say seldom finds a sentence that holds more than half.
+- A starred name ("*identifier", "**expression") is asked as written, beside its word: the two are different
+  things in Python's documents, and their sentences otherwise hold the same words.
 - A heading (the question's words and nothing else, or fewer than four words: 'The "pass" statement', a grammar
   rule) gives way to the sentence after it.
+- A lookup's sentence that ends with a semicolon runs on through the next clause while that clause holds a word of
+  the question the clauses before it lack ("Some objects contain references to other objects; these are called
+  *containers*.", for what such objects are called); mapreduce.add_held keeps a quote from any of its clauses.
 - For a list, a sentence that ends with a colon runs on through the next: the items it introduces ("the following
   values are interpreted as false: "False", "None", numeric zero ..."). A lookup's sentences stay apart: there the
   colon's sentence is often the heading of an example, not the answer. Of a list's sentences that hold more than
@@ -31,6 +36,7 @@ polarity.py reads yes or no off such a sentence (there each word counts one).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -48,6 +54,7 @@ MEASURES = {"long", "often", "far", "old", "soon"}
 SORTS = {"kind", "kinds", "type", "types", "sort", "sorts"}  # "What kind of": the phrase asks; the word after it is asked
 # "in section 6", "of article 3.2": where the answer is, given by a label that contains a digit
 SECTIONS = {"section", "sections", "subsection", "chapter", "article", "clause", "paragraph", "part", "appendix"}
+_STARRED = re.compile(r"(?<![\w*])\*{1,2}\w+\b(?!\*)")
 HEADING_WORDS = 4  # a line of fewer words is a heading or a rule, not a sentence that says something
 
 
@@ -66,7 +73,14 @@ def root(w: str) -> str:
 
 
 def stems(text: str) -> set[str]:
-    return {root(w) for w, _, _ in words(text)}
+    """The roots of the words of `text`, and its starred names as written ("**expression" is not "*expression")."""
+    return {root(w) for w, _, _ in words(text)} | starred(text)
+
+
+def starred(text: str) -> set[str]:
+    """Python's starred names ("*args", "**kwargs"): one star or two before a name, not closing on one (*emphasis*).
+    A question about "**expression" asks about the sentence that says "**expression", not "*expression"."""
+    return {m.group().lower() for m in _STARRED.finditer(text)}
 
 
 @dataclass
@@ -85,7 +99,7 @@ def asked(question: str, form: Callable[[str], str] = root) -> Asked:
     wanted = {form(w) for k, (w, _, _) in enumerate(ws) if w not in _STOP and w not in PREPOSITIONS and k not in phrase}
     named = {form(w) for k, (w, s, _) in enumerate(ws) if form(w) in wanted and s > 0 and k not in phrase and (
         question[s].isupper() or any(ch.isdigit() for ch in w))}
-    return Asked(wanted, named, {form(ws[k][0]) for k in place})
+    return Asked(wanted | starred(question), named, {form(ws[k][0]) for k in place})
 
 
 def _phrase(ws: list[tuple[str, int, int]]) -> set[int]:
@@ -168,8 +182,22 @@ def sentences(question: str, passages: list[str], weight: dict[str, float], list
         while k + 2 < len(bounds) and _heading(text[bounds[k]:bounds[k + 1]], question):
             k += 1
         if not _heading(text[bounds[k]:bounds[k + 1]], question):
-            out.append(Held(n, (bounds[k], len(text[:bounds[k + 1]].rstrip())), rank[1], total))
+            out.append(Held(n, (bounds[k], len(text[:bounds[_run_on(text, bounds, k, a, listed)]].rstrip())),
+                            rank[1], total))
     return out
+
+
+def _run_on(text: str, bounds: list[int], k: int, a: Asked, listed: bool) -> int:
+    """Where a lookup's held sentence ends: its clause, and the clauses after a semicolon in the same sentence while
+    the next holds a word of the question that those before it lack. "Some objects contain references to other
+    objects;" holds what the question says of the objects, "these are called *containers*." holds "called", and
+    the answer; "(b) You must cause any modified files to carry prominent notices ...;" holds all of "What must any
+    modified files carry?", and "and (c) You must retain ..." is the next item, not its answer."""
+    end = k + 1
+    while not listed and end + 1 < len(bounds) and text[:bounds[end]].rstrip(" ").endswith(";") and (
+            stems(text[bounds[end]:bounds[end + 1]]) & (a.words - stems(text[bounds[k]:bounds[end]]))):
+        end += 1
+    return end
 
 
 def _bounds(text: str, listed: bool) -> list[int]:

@@ -414,13 +414,16 @@ class MapJob:
             return
         text, (s, e) = excerpts[found[0].passage][0], found[0].sentence
         quoted = self._best()
+        helds = [self._held(chosen[h.passage], excerpts[h.passage], h) for h in found]
         # weighed as the sentence that answers: a heading that held the words gave way to the sentence after it. A
         # quote's sentence without a name the question asks about holds less: '"This License" refers to ...' does
-        # not answer what "the Program" refers to, though it holds "refers"
-        if not listed and quoted and held.asked(self.question).named <= held.stems(quoted[0].evidence) and (
-                held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e])):
+        # not answer what "the Program" refers to, though it holds "refers". A quote from the held sentence itself
+        # (its clause after a semicolon: "containers") is that sentence's answer, read closer
+        if not listed and quoted and (_within(quoted[0].evidence_span, helds[0].evidence_span) or (
+                held.asked(self.question).named <= held.stems(quoted[0].evidence) and (
+                held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e])))):
             return
-        self.held, *self.also = [self._held(chosen[h.passage], excerpts[h.passage], h) for h in found]
+        self.held, *self.also = helds
 
     def alone_requests(self) -> list[Request]:
         """Each sentence that holds the question's words (add_held), read alone with the question for its first
@@ -607,6 +610,10 @@ def outline(summaries: list[Partial], said: str, n: int = OUTLINE_PARTS) -> list
         groups = [groups[round(i * (len(groups) - 1) / max(1, n - 1))] for i in range(n)]
     return [f"{g[0].answer.rstrip('.:;, ')} ({'part' if len(g) == 1 else 'parts'} "
             f"{', '.join(str(p.chunk + 1) for p in g)})" for g in groups]
+
+
+def _within(inner: tuple[int, int] | None, outer: tuple[int, int] | None) -> bool:
+    return inner is not None and outer is not None and outer[0] <= inner[0] and inner[1] <= outer[1]
 
 
 def _short(text: str, n: int = 200) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sentiric_cli.longdoc.evidence import sentence_bounds, words
-from sentiric_cli.longdoc.held import asked, stem
+from sentiric_cli.longdoc.held import asked, starred, stem
 
 # a negation in the evidence: "not", "no", "cannot", "without warranties", "nothing"
 _NEGATION = set("not no non never cannot nor neither none nothing without".split())
@@ -43,7 +43,8 @@ def answer(question: str, passages: list[str]) -> Polar | None:
     q_words = words(question)[1:]  # the auxiliary that opens it ("Is", "May") aside
     q_neg = any(w in _QUESTION_NEGATION or w.endswith("n't") for w, _, _ in q_words)
     q = asked(question, stem)
-    wanted, named = q.words, q.named  # named: a name or number, "CNRI", "1.6.1", "48213"
+    # named: a name or number, "CNRI", "1.6.1", "48213"; a starred name ("**kwargs") is counted as its word here
+    wanted, named = q.words - starred(question), q.named
     if not wanted:
         return None
     lowered = question.lower()
