@@ -412,7 +412,6 @@ class MapJob:
         found = held.sentences(self.question, [text for text, _ in excerpts], weight, listed)
         if not found:
             return
-        text, (s, e) = excerpts[found[0].passage][0], found[0].sentence
         quoted = self._best()
         helds = [self._held(chosen[h.passage], excerpts[h.passage], h) for h in found]
         # weighed as the sentence that answers: a heading that held the words gave way to the sentence after it. A
@@ -421,7 +420,7 @@ class MapJob:
         # (its clause after a semicolon: "containers") is that sentence's answer, read closer
         if not listed and quoted and (_within(quoted[0].evidence_span, helds[0].evidence_span) or (
                 held.asked(self.question).named <= held.stems(quoted[0].evidence) and (
-                held.holds(weight, quoted[0].evidence) >= held.holds(weight, text[s:e])))):
+                held.holds(weight, quoted[0].evidence) >= held.holds(weight, helds[0].evidence)))):
             return
         self.held, *self.also = helds
 
